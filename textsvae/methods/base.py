@@ -1,0 +1,102 @@
+"""The Method plug-in: how one training step turns a batch into a loss, and its hooks.
+
+A method is one file in this folder: a class decorated with @register("name"), whose
+`Params` dataclass holds its parameters (defaults, one comment each) and whose docstring's
+first line cites the paper. The default behaviour is the plain ELBO, rec + beta * KL with
+beta from `beta()`; methods override only what they change.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from ..metrics import gaussian_kl
+
+if TYPE_CHECKING:
+    from ..data.batching import Batch
+    from ..models import TextVAE
+    from ..train import Trainer
+
+
+@dataclass
+class NoParams:
+    """A method without parameters."""
+
+
+@dataclass
+class StepOutput:
+    """One batch's objective: `loss` (a scalar to minimise) and per-sentence sums for the log."""
+
+    loss: torch.Tensor
+    rec: torch.Tensor   # (B,) -log p(x|z), one sample
+    kl: torch.Tensor    # (B,) KL(q(z|x) || p(z)), analytic
+
+
+class Method:
+    """Base class: the ELBO with beta = 1. Subclasses set `name` (via @register) and `Params`."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any = None):
+        self.params = params if params is not None else self.Params()
+
+    # -- set-up ------------------------------------------------------------------
+    def setup(self, trainer: "Trainer") -> None:
+        """Called once after the model is built and before the optimiser is (e.g. add a BN layer)."""
+
+    # -- the objective -------------------------------------------------------------
+    def beta(self, step: int, epoch: int, steps_per_epoch: int) -> float:
+        """Weight of the KL term at this optimiser step (0-based); validation always uses 1."""
+        return 1.0
+
+    def posterior(self, model: "TextVAE", batch: "Batch") -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar) of q(z|x) used for training and evaluation (SA-VAE refines them here)."""
+        return model.encode(batch)
+
+    def decoder_inputs(self, model: "TextVAE", batch: "Batch") -> torch.Tensor | None:
+        """Decoder inputs during training; None keeps the batch's own (word dropout changes them)."""
+        return None
+
+    def kl_term(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """(B,) the KL penalty that enters the training loss (free bits floors it)."""
+        return gaussian_kl(mu, logvar).sum(-1)
+
+    def loss(self, model: "TextVAE", batch: "Batch", beta: float) -> StepOutput:
+        """mean over sentences of rec + beta * KL (one reparameterised sample of z)."""
+        inputs = self.decoder_inputs(model, batch)
+        if model.is_lm:
+            rec = -model.log_px_given_z(batch, None, inputs=inputs)
+            kl = torch.zeros_like(rec)
+            return StepOutput(rec.mean(), rec, kl)
+        mu, logvar = self.posterior(model, batch)
+        z = model.sample(mu, logvar)
+        rec = -model.log_px_given_z(batch, z, inputs=inputs)
+        kl = gaussian_kl(mu, logvar).sum(-1)
+        loss = (rec + beta * self.kl_term(mu, logvar)).mean()
+        return StepOutput(loss, rec, kl)
+
+    # -- the step and the epoch -------------------------------------------------------
+    def train_step(self, trainer: "Trainer", batch: "Batch", beta: float) -> StepOutput:
+        """One optimiser step on the whole model (aggressive training overrides this)."""
+        trainer.optimizer.zero_grad(set_to_none=True)
+        out = self.loss(trainer.model, batch, beta)
+        out.loss.backward()
+        trainer.clip_and_step(trainer.optimizer)
+        return out
+
+    def end_epoch(self, trainer: "Trainer", valid: dict[str, float]) -> None:
+        """Called after each epoch's validation (phase switches: aggressive, pretrain-fb)."""
+
+    # -- checkpointing ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Mutable method state to checkpoint (phases, counters); parameters live in the config."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.name, **asdict(self.params)}

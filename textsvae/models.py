@@ -1,0 +1,157 @@
+"""LSTM VAE for text: an LSTM encoder for q(z|x) and an LSTM decoder for p(x|z).
+
+Decoders (PROTOCOL.md section 1):
+- standard (He et al. 2019): layer 1 reads [dropout(emb(x_{t-1})); z] at every step, the
+  initial state of every layer is c0 = W z, h0 = tanh(c0), and p(x_t|.) = softmax(V dropout(h_t)).
+- skip (Skip-VAE, Dieng et al. 2019): as standard, plus layer k > 1 reads [h^{(k-1)}_t; z]
+  and the softmax reads [dropout(h^{(L)}_t); z], i.e. softmax(V h_t + U z).
+- lm: the same LSTM with no z (a language model, the NLL reference).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .data.batching import Batch
+from .data.vocab import PAD_ID
+
+
+class Encoder(nn.Module):
+    """Embedding -> 1-layer LSTM -> last hidden state -> (mu, log sigma^2) of a diagonal Gaussian."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
+        self.lstm = nn.LSTM(cfg.emb_dim, cfg.enc_hidden, batch_first=True)
+        self.to_params = nn.Linear(cfg.enc_hidden, 2 * cfg.latent_dim)
+        self.mu_norm: nn.Module = nn.Identity()  # a hook for methods that normalise mu (BN-VAE)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, _ = self.lstm(self.embed(tokens))                       # (B, T, H)
+        # the LSTM is causal, so the output at the last real token ignores the padding after it
+        last = out[torch.arange(out.size(0), device=out.device), lengths - 1]  # (B, H)
+        mu, logvar = self.to_params(last).chunk(2, dim=-1)           # (B, D) each
+        return self.mu_norm(mu), logvar
+
+
+class Decoder(nn.Module):
+    """Stacked LSTM decoder; z enters per `cfg.decoder` (see the module docstring)."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig):
+        super().__init__()
+        self.kind = cfg.decoder
+        self.uses_z = cfg.decoder != "lm"
+        self.skip = cfg.decoder == "skip"
+        nz = cfg.latent_dim if self.uses_z else 0
+        self.hidden, self.n_layers = cfg.dec_hidden, cfg.dec_layers
+        self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
+        sizes = [cfg.emb_dim + nz] + [cfg.dec_hidden + (nz if self.skip else 0)] * (cfg.dec_layers - 1)
+        self.layers = nn.ModuleList(nn.LSTM(s, cfg.dec_hidden, batch_first=True) for s in sizes)
+        self.init_state = nn.Linear(nz, cfg.dec_layers * cfg.dec_hidden, bias=False) if self.uses_z else None
+        self.drop_in = nn.Dropout(cfg.dropout_in)
+        self.drop_out = nn.Dropout(cfg.dropout_out)
+        self.out = nn.Linear(cfg.dec_hidden + (nz if self.skip else 0), vocab_size)
+
+    def hidden_states(self, inputs: torch.Tensor, z: torch.Tensor | None,
+                      cut_recurrent_z: bool = False) -> torch.Tensor:
+        """Top-layer outputs (B, T, H) after output dropout.
+
+        cut_recurrent_z zeroes z wherever it enters the LSTM (inputs and initial state), leaving
+        only the softmax skip: used by tests to show the skip path alone reaches the logits.
+        """
+        x = self.drop_in(self.embed(inputs))                          # (B, T, E)
+        B, T = inputs.shape
+        if not self.uses_z:
+            states = [None] * self.n_layers
+            z_steps = None
+        else:
+            z_rec = torch.zeros_like(z) if cut_recurrent_z else z
+            c0 = self.init_state(z_rec).view(B, self.n_layers, self.hidden).transpose(0, 1)  # (L, B, H)
+            states = [(torch.tanh(c0[k]).unsqueeze(0).contiguous(), c0[k].unsqueeze(0).contiguous())
+                      for k in range(self.n_layers)]
+            z_steps = z_rec.unsqueeze(1).expand(B, T, z.size(-1))    # (B, T, D)
+            x = torch.cat([x, z_steps], dim=-1)
+        for k, lstm in enumerate(self.layers):
+            if k > 0 and self.skip:
+                x = torch.cat([x, z_steps], dim=-1)
+            x, _ = lstm(x, states[k])
+        return self.drop_out(x)
+
+    def logits(self, hidden: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        """Output logits for hidden rows (..., H); skip adds z: softmax(V h + U z)."""
+        if self.skip:
+            hidden = torch.cat([hidden, z.expand(*hidden.shape[:-1], z.size(-1))], dim=-1)
+        return self.out(hidden)
+
+
+class TextVAE(nn.Module):
+    """Encoder + decoder; `decoder == 'lm'` gives a plain LSTM language model with no encoder."""
+
+    def __init__(self, vocab_size: int, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.latent_dim = cfg.latent_dim
+        self.is_lm = cfg.decoder == "lm"
+        self.encoder = None if self.is_lm else Encoder(vocab_size, cfg)
+        self.decoder = Decoder(vocab_size, cfg)
+        self.reset_parameters()
+
+    def reset_parameters(self, module: nn.Module | None = None) -> None:
+        """He et al.'s init: parameters ~ U(-0.01, 0.01), embeddings ~ U(-0.1, 0.1)."""
+        module = module or self
+        for name, p in module.named_parameters():
+            r = self.cfg.emb_init_range if "embed" in name else self.cfg.init_range
+            nn.init.uniform_(p, -r, r)
+
+    def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, logvar), each (B, D), of q(z|x)."""
+        if self.encoder is None:
+            raise RuntimeError("an LSTM language model (decoder 'lm') has no encoder")
+        return self.encoder(batch.tokens, batch.lengths)
+
+    @staticmethod
+    def sample(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps; (B, D), or (B, S, D) when n_samples is given."""
+        shape = mu.shape if n_samples is None else (mu.size(0), n_samples, mu.size(1))
+        eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if n_samples is not None:
+            mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    def log_px_given_z(self, batch: Batch, z: torch.Tensor | None, inputs: torch.Tensor | None = None,
+                       cut_recurrent_z: bool = False) -> torch.Tensor:
+        """log p(x|z) in nats, summed over the n + 1 targets of each sentence.
+
+        z: (B, D) -> (B,); (B, S, D) -> (B, S), the S samples decoded as one batch of B*S rows;
+        None for the LM. `inputs` replaces the decoder inputs (word dropout).
+        """
+        inputs = batch.inputs if inputs is None else inputs
+        targets, mask = batch.targets, batch.target_mask               # (B, T)
+        n_samples = None
+        if z is not None and z.dim() == 3:
+            B, n_samples, D = z.shape
+            z = z.reshape(B * n_samples, D)
+            inputs = inputs.repeat_interleave(n_samples, dim=0)        # (B*S, T)
+            targets = targets.repeat_interleave(n_samples, dim=0)
+            mask = mask.repeat_interleave(n_samples, dim=0)
+        hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z)  # (R, T, H)
+        rows, steps = mask.nonzero(as_tuple=True)                      # only real targets reach the softmax
+        z_rows = z[rows] if (z is not None and self.decoder.skip) else None
+        logits = self.decoder.logits(hidden[rows, steps], z_rows)     # (N, V)
+        nll = F.cross_entropy(logits.float(), targets[rows, steps], reduction="none")  # (N,)
+        log_p = torch.zeros(mask.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
+        return log_p if n_samples is None else log_p.view(-1, n_samples)
+
+    def logits_for(self, batch: Batch, z: torch.Tensor | None, cut_recurrent_z: bool = False) -> torch.Tensor:
+        """Full (B, T, V) logits, for inspection and tests."""
+        hidden = self.decoder.hidden_states(batch.inputs, z, cut_recurrent_z)
+        zz = z.unsqueeze(1) if (z is not None and self.decoder.skip) else None
+        return self.decoder.logits(hidden, zz)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

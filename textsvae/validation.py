@@ -1,0 +1,55 @@
+"""Validation during training, always at beta = 1: Rec, KL, loss = Rec + KL, the ELBO perplexity
+bound, and MI and AU on a fixed subset of `monitor_size` sentences so collapse is visible per epoch.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import torch
+
+from .config import RunConfig
+from .data.batching import iterate_batches
+from .metrics import active_units, gaussian_kl, mutual_information
+
+if TYPE_CHECKING:
+    from .methods import Method
+    from .models import TextVAE
+
+
+def validate(model: "TextVAE", method: "Method", sentences: list[list[int]], config: RunConfig,
+             device: torch.device) -> dict[str, float]:
+    """Per-sentence means over the split; a fixed seed makes the one-sample Rec repeatable."""
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device=device).manual_seed(config.eval.eval_seed)
+    rec_sum = kl_sum = 0.0
+    tokens = 0
+    monitor = min(config.train.monitor_size, len(sentences))
+    mus, logvars = [], []
+    with torch.no_grad():
+        for batch in iterate_batches(sentences, config.eval.eval_batch_size):
+            batch = batch.to(device)
+            tokens += batch.n_targets
+            if model.is_lm:
+                rec_sum += float(-model.log_px_given_z(batch, None).sum())
+                continue
+            mu, logvar = method.posterior(model, batch)
+            z = model.sample(mu, logvar, generator=gen)
+            rec_sum += float(-model.log_px_given_z(batch, z).sum())
+            kl_sum += float(gaussian_kl(mu, logvar).sum())
+            keep = batch.index < monitor  # the monitor subset: the split's first `monitor` sentences
+            mus.append(mu[keep])
+            logvars.append(logvar[keep])
+    model.train(was_training)
+    n = len(sentences)
+    out = {"rec": rec_sum / n, "kl": kl_sum / n, "loss": (rec_sum + kl_sum) / n,
+           "elbo": -(rec_sum + kl_sum) / n, "ppl_bound": math.exp((rec_sum + kl_sum) / tokens)}
+    if not model.is_lm:
+        mu, logvar = torch.cat(mus).double(), torch.cat(logvars).double()
+        mi_gen = torch.Generator(device=device).manual_seed(config.eval.eval_seed + 1)
+        out["mi"] = mutual_information(mu, logvar, generator=mi_gen)
+        out["au"], _ = active_units(mu, config.eval.au_threshold)
+        out["monitor_size"] = monitor
+    return out
+
