@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -64,6 +65,7 @@ class TrainConfig:
     seed: int = 0                  # seeds model init, data order, dropout and sampling
     threads: int | None = None     # torch CPU threads (None: leave torch's default)
     device: str = "auto"           # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
+    precision: str = "fp32"        # "fp32", or "bf16" autocast (opt-in: matmuls in bf16, softmax in fp32)
     monitor_size: int = 500        # validation sentences used for the per-epoch MI and AU
     progress: bool = True          # show a progress bar
 
@@ -76,6 +78,7 @@ class EvalConfig:
     mi_samples: int = 1            # z samples per sentence in the MI estimate
     au_threshold: float = 0.01     # AU counts dims with Var_x(E[z_d|x]) >= this
     eval_seed: int = 12345         # fixed seed for every Monte-Carlo estimate at evaluation
+    eval_precision: str = "fp32"   # "fp32" or "bf16" autocast for evaluation
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
@@ -151,7 +156,10 @@ def parse_value(text: str, typ: Any, key: str) -> Any:
         if base is float:
             return float(text)
         if base is dict:
-            return json.loads(text)
+            value = json.loads(text)
+            if not isinstance(value, dict):
+                raise ValueError
+            return value
         return str(text)
     except ValueError:
         raise ConfigError(f"bad value {text!r} for {key}: expected {getattr(base, '__name__', base)}") from None
@@ -190,7 +198,13 @@ def preset_config(name: str) -> RunConfig:
 def validate(config: RunConfig) -> RunConfig:
     """Check ranges and choices; raise ConfigError with a one-line message on the first problem."""
     d, m, t, e = config.data, config.model, config.train, config.eval
+    seeds = {"seed": t.seed, "synthetic_seed": d.synthetic_seed, "eval_seed": e.eval_seed}
     checks = [
+        *((0 <= v < 2**32, f"{k} must be in [0, 2**32), got {v}") for k, v in seeds.items()),
+        (_device_ok(t.device), f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or another torch device, "
+                               f"got '{t.device}'"),
+        *((p in PRECISIONS, f"{k} must be one of {', '.join(PRECISIONS)}, got '{p}'")
+          for k, p in (("precision", t.precision), ("eval_precision", e.eval_precision))),
         (d.tokenizer in ("word", "sentencepiece"), f"tokenizer must be 'word' or 'sentencepiece', got '{d.tokenizer}'"),
         (d.long_lines in ("truncate", "drop"), f"long_lines must be 'truncate' or 'drop', got '{d.long_lines}'"),
         (d.max_len is None or d.max_len >= 1, f"max_len must be >= 1, got {d.max_len}"),
@@ -205,11 +219,11 @@ def validate(config: RunConfig) -> RunConfig:
          "model sizes (emb_dim, enc_hidden, dec_hidden, dec_layers, latent_dim) must be >= 1"),
         (0.0 <= m.dropout_in < 1.0, f"dropout_in must be in [0, 1), got {m.dropout_in}"),
         (0.0 <= m.dropout_out < 1.0, f"dropout_out must be in [0, 1), got {m.dropout_out}"),
-        (m.init_range > 0 and m.emb_init_range > 0, "init ranges must be > 0"),
+        (0 < m.init_range < math.inf and 0 < m.emb_init_range < math.inf, "init ranges must be finite and > 0"),
         (t.epochs >= 1, f"epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch_size must be >= 1, got {t.batch_size}"),
         (t.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got '{t.optimizer}'"),
-        (t.lr > 0, f"lr must be > 0, got {t.lr}"),
+        (0 < t.lr < math.inf, f"lr must be finite and > 0, got {t.lr}"),
         (0.0 <= t.momentum < 1.0, f"momentum must be in [0, 1), got {t.momentum}"),
         (t.clip_grad >= 0, f"clip_grad must be >= 0, got {t.clip_grad}"),
         (t.decay_patience >= 1 and t.max_decays >= 0 and t.decay_start_epoch >= 0,
@@ -227,3 +241,16 @@ def validate(config: RunConfig) -> RunConfig:
         if not ok:
             raise ConfigError(message)
     return config
+
+
+def _device_ok(name: str) -> bool:
+    """Whether torch can parse the device string (availability is checked when training starts)."""
+    if name == "auto":
+        return True
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        return False
+    return True

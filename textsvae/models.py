@@ -16,6 +16,7 @@ from torch import nn
 from .config import ModelConfig
 from .data.batching import Batch
 from .data.vocab import PAD_ID
+from .ops import linear_cross_entropy
 
 
 class Encoder(nn.Module):
@@ -53,6 +54,7 @@ class Decoder(nn.Module):
         self.drop_in = nn.Dropout(cfg.dropout_in)
         self.drop_out = nn.Dropout(cfg.dropout_out)
         self.out = nn.Linear(cfg.dec_hidden + (nz if self.skip else 0), vocab_size)
+        self.fused_loss = True
 
     def hidden_states(self, inputs: torch.Tensor, z: torch.Tensor | None,
                       cut_recurrent_z: bool = False) -> torch.Tensor:
@@ -79,6 +81,19 @@ class Decoder(nn.Module):
             x, _ = lstm(x, states[k])
         return self.drop_out(x)
 
+    def nll(self, hidden: torch.Tensor, z: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+        """-log p(target | h[, z]) per row: (N, H), (N, D) or None, (N,) -> (N,) in fp32 or wider.
+
+        Uses the fused output layer + cross-entropy unless `fused_loss` is off: methods that
+        differentiate through the decoder's gradient (SA-VAE) need the plain, twice-differentiable path.
+        """
+        if self.skip:
+            hidden = torch.cat([hidden, z], dim=-1)
+        if self.fused_loss:
+            return linear_cross_entropy(hidden, self.out.weight, self.out.bias, targets)
+        logits = self.out(hidden)
+        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="none")
+
     def logits(self, hidden: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
         """Output logits for hidden rows (..., H); skip adds z: softmax(V h + U z)."""
         if self.skip:
@@ -97,7 +112,17 @@ class TextVAE(nn.Module):
         self.is_lm = cfg.decoder == "lm"
         self.encoder = None if self.is_lm else Encoder(vocab_size, cfg)
         self.decoder = Decoder(vocab_size, cfg)
+        self.autocast_dtype: torch.dtype | None = None  # set by set_precision
         self.reset_parameters()
+
+    def set_precision(self, precision: str) -> None:
+        """'fp32' (default) or 'bf16'/'fp16': autocast the forward passes (softmax stays fp32)."""
+        self.autocast_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+    def _autocast(self):
+        device = next(self.parameters()).device.type
+        return torch.autocast(device, dtype=self.autocast_dtype or torch.float32,
+                              enabled=self.autocast_dtype is not None)
 
     def reset_parameters(self, module: nn.Module | None = None) -> None:
         """He et al.'s init: parameters ~ U(-0.01, 0.01), embeddings ~ U(-0.1, 0.1)."""
@@ -110,7 +135,11 @@ class TextVAE(nn.Module):
         """(mu, logvar), each (B, D), of q(z|x)."""
         if self.encoder is None:
             raise RuntimeError("an LSTM language model (decoder 'lm') has no encoder")
-        return self.encoder(batch.tokens, batch.lengths)
+        with self._autocast():
+            mu, logvar = self.encoder(batch.tokens, batch.lengths)
+        if self.autocast_dtype is not None:  # q's parameters and all metrics stay in fp32
+            mu, logvar = mu.float(), logvar.float()
+        return mu, logvar
 
     @staticmethod
     def sample(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int | None = None,
@@ -138,11 +167,11 @@ class TextVAE(nn.Module):
             inputs = inputs.repeat_interleave(n_samples, dim=0)        # (B*S, T)
             targets = targets.repeat_interleave(n_samples, dim=0)
             mask = mask.repeat_interleave(n_samples, dim=0)
-        hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z)  # (R, T, H)
         rows, steps = mask.nonzero(as_tuple=True)                      # only real targets reach the softmax
-        z_rows = z[rows] if (z is not None and self.decoder.skip) else None
-        logits = self.decoder.logits(hidden[rows, steps], z_rows)     # (N, V)
-        nll = F.cross_entropy(logits.float(), targets[rows, steps], reduction="none")  # (N,)
+        with self._autocast():
+            hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z)  # (R, T, H)
+            z_rows = z[rows] if (z is not None and self.decoder.skip) else None
+            nll = self.decoder.nll(hidden[rows, steps], z_rows, targets[rows, steps])  # (N,)
         log_p = torch.zeros(mask.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
         return log_p if n_samples is None else log_p.view(-1, n_samples)
 

@@ -6,6 +6,7 @@ Run folder: config.json, vocab.json (+ spm.model), log.jsonl (one row per epoch)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -64,7 +65,10 @@ class TrainState:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise RunError(f"unknown device '{name}' ({str(exc).splitlines()[0]})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device '{name}' requested but CUDA is not available")
     return device
@@ -121,6 +125,7 @@ class Trainer:
         self.corpus = corpus or load_corpus(config.data, vocab=vocab, seed=t.seed)
         self.method = method or build_method(t.method, t.method_params)
         self.model = TextVAE(len(self.corpus.vocab), config.model).to(self.device)
+        self.model.set_precision(t.precision)
         self.method.setup(self)
         self.model.to(self.device)
         self.state = TrainState(lr=t.lr)
@@ -177,22 +182,36 @@ class Trainer:
         atomic_torch_save(self.run_dir / name, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "state": self.state.__dict__, "rng": _rng_state(),
-            "config": self.config.to_dict(), "vocab_size": len(self.corpus.vocab)})
+            "config": self.config.to_dict(), "vocab_size": len(self.corpus.vocab),
+            "vocab_digest": vocab_digest(self.corpus.vocab)})
 
     def load_full_checkpoint(self, path: Path) -> None:
+        """Restore model, optimiser, method, loop state and RNGs; a checkpoint of another run is refused."""
         ckpt = load_checkpoint(path)
+        if not isinstance(ckpt, dict) or not {"model", "optimizer", "state", "rng"} <= set(ckpt):
+            raise RunError(f"checkpoint {path} is not a full training checkpoint (a best.pt or a foreign file?)")
         if ckpt.get("vocab_size") != len(self.corpus.vocab):
             raise RunError(f"checkpoint {path} has vocabulary size {ckpt.get('vocab_size')}, "
                            f"the run's vocabulary has {len(self.corpus.vocab)}")
+        if ckpt.get("vocab_digest", vocab_digest(self.corpus.vocab)) != vocab_digest(self.corpus.vocab):
+            raise RunError(f"checkpoint {path} was trained with another vocabulary than {path.parent}/vocab.json")
+        if "config" in ckpt and ckpt["config"] != self.config.to_dict():
+            changed = _changed_fields(ckpt["config"], self.config.to_dict())
+            raise RunError(f"checkpoint {path} was written with another config than {path.parent}/config.json "
+                           f"(differs in: {', '.join(changed)})")
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
             raise RunError(f"checkpoint {path} does not match the model config: "
                            f"{str(exc).splitlines()[0]}") from None
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.method.load_state_dict(ckpt["method"])
-        self.state = TrainState(**ckpt["state"])
-        _set_rng_state(ckpt["rng"])
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.method.load_state_dict(ckpt.get("method", {}))
+            self.state = TrainState(**ckpt["state"])
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunError(f"checkpoint {path} does not fit this run ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
     # -- the loop --------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -201,25 +220,36 @@ class Trainer:
         log.info("model: %s decoder, %d parameters, %d train sentences, %d steps/epoch, device %s",
                  self.config.model.decoder, count_parameters(self.model), len(self._lengths),
                  self.steps_per_epoch, self.device)
-        interrupted = {"flag": False}
+        interrupted = {"flag": False, "saved": False}
 
         def on_sigint(signum, frame):
+            if interrupted["flag"]:  # a second Ctrl-C: stop now; last.pt is the previous complete checkpoint
+                raise KeyboardInterrupt
             interrupted["flag"] = True
+            log.warning("Ctrl-C: stopping after this step and saving last.pt (press again to stop at once)")
 
         previous = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
         try:
             while not self.state.done:
                 self._run_epoch(interrupted)
-                if interrupted["flag"]:
+                if interrupted["flag"] and not self.state.done:
                     self.save_checkpoint()
                     self._write_state("interrupted", f"stopped by Ctrl-C at step {self.state.step}")
+                    interrupted["saved"] = True
                     raise KeyboardInterrupt
         except TrainingDiverged as exc:
             self._write_state("failed", str(exc))
             raise
+        except KeyboardInterrupt:
+            if not interrupted.get("saved"):  # a second Ctrl-C (or one outside the handler)
+                self._write_state("interrupted", "stopped at once by Ctrl-C; last.pt is the last complete checkpoint")
+            raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+        return self._finish()
+
+    def _finish(self) -> dict[str, Any]:
         summary = self._summary()
         atomic_write_json(self.run_dir / "summary.json", summary)
         self._write_state("finished", self.state.stop_reason)
@@ -235,7 +265,7 @@ class Trainer:
             for k in sums:
                 sums[k] += s.partial.get(k, 0.0)
             counts = {k: s.partial.get(k, 0) for k in counts}
-        bad = torch.zeros((), dtype=torch.bool, device=self.device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # 1-based step of the first NaN/inf
         start = time.perf_counter()
         bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{t.epochs}", t.progress, initial=s.batch_in_epoch)
         for i, batch in enumerate(self.train_batches(epoch)):
@@ -243,7 +273,8 @@ class Trainer:
                 continue
             beta = self.method.beta(s.step, epoch, self.steps_per_epoch)
             out = self.method.train_step(self, batch, beta)
-            bad |= ~torch.isfinite(out.loss.detach())
+            # no host sync here: remember the first non-finite step on the device
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), s.step + 1, first_bad)
             sums["rec"] += out.rec.detach().sum()
             sums["kl"] += out.kl.detach().sum()
             sums["loss"] += out.loss.detach() * len(batch)
@@ -253,9 +284,7 @@ class Trainer:
             s.step += 1
             s.batch_in_epoch = i + 1
             if s.step % 50 == 0 or i + 1 == self.steps_per_epoch:  # one host sync every 50 steps
-                if bool(bad):
-                    raise TrainingDiverged(f"loss became NaN or infinite at step {s.step} (epoch {epoch + 1}); "
-                                           f"the last good checkpoint is kept")
+                self._check_finite(first_bad, epoch)
                 if bar is not None:
                     bar.set_postfix(loss=f"{float(sums['loss']) / counts['sentences']:.2f}",
                                     kl=f"{float(sums['kl']) / counts['sentences']:.2f}", beta=f"{beta:.2f}")
@@ -265,9 +294,7 @@ class Trainer:
                 break
         if bar is not None:
             bar.close()
-        if bool(bad):
-            raise TrainingDiverged(f"loss became NaN or infinite by step {s.step} (epoch {epoch + 1}); "
-                                   f"the last good checkpoint is kept")
+        self._check_finite(first_bad, epoch)
         seconds = time.perf_counter() - start
         s.train_seconds += seconds
         if interrupted["flag"] and s.batch_in_epoch < self.steps_per_epoch:
@@ -277,6 +304,9 @@ class Trainer:
         s.batch_in_epoch = 0
         s.epoch += 1
         valid = self.validate("valid")
+        if not math.isfinite(valid["loss"]):
+            raise TrainingDiverged(f"validation loss became {valid['loss']} after epoch {s.epoch} (step {s.step}); "
+                                   f"the last good checkpoint is kept")
         n = max(counts["sentences"], 1)
         row = {"epoch": s.epoch, "step": s.step, "lr": s.lr, "beta": counts["beta"],
                "train_loss": float(sums["loss"]) / n, "train_rec": float(sums["rec"]) / n,
@@ -292,6 +322,12 @@ class Trainer:
                  s.epoch, row["train_loss"], valid["loss"], valid["rec"], valid["kl"],
                  _fmt(valid.get("mi")), valid.get("au", "-"), valid["ppl_bound"], row["tokens_per_s"])
         self.save_checkpoint()
+
+    def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
+        step = int(first_bad)  # the host sync
+        if step >= 0:
+            raise TrainingDiverged(f"loss became NaN or infinite at step {step} (epoch {epoch + 1}); "
+                                   f"the last good checkpoint is kept")
 
     def _after_validation(self, valid_loss: float) -> None:
         """Keep the best model; He et al.'s LR halving on a plateau; decide whether to stop."""
@@ -328,6 +364,17 @@ class Trainer:
                 "best_epoch": self.state.best_epoch, "train_seconds": self.state.train_seconds,
                 "best_valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_")},
                 "last": rows[-1] if rows else {}, "device": str(self.device), "version": __version__}
+
+
+def vocab_digest(vocab) -> str:
+    """sha256 of the token list: two vocabularies of the same size still differ here."""
+    return hashlib.sha256("\n".join(vocab.tokens).encode("utf-8")).hexdigest()
+
+
+def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(f"{section}.{k}" for section in set(old) | set(new)
+                  for k in set(old.get(section, {})) | set(new.get(section, {}))
+                  if old.get(section, {}).get(k) != new.get(section, {}).get(k))
 
 
 def _in_main_thread() -> bool:
@@ -373,12 +420,16 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
     """Continue an interrupted run from its last.pt, exactly where it stopped."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    trainer = Trainer(config, run_dir, vocab=load_vocab(run_dir))
+    try:
+        vocab = load_vocab(run_dir)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RunError(f"{run_dir} has no readable tokenizer (vocab.json / spm.model): {type(exc).__name__}") from None
+    trainer = Trainer(config, run_dir, vocab=vocab)
     if (run_dir / "last.pt").exists():
         trainer.load_full_checkpoint(run_dir / "last.pt")
         if trainer.state.done:
             log.info("%s is already finished (%s)", run_dir, trainer.state.stop_reason)
-            return trainer._summary()
+            return trainer._finish()
     _truncate_log(run_dir, trainer.state.epoch)
     return trainer.fit()
 

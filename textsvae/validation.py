@@ -26,7 +26,7 @@ def validate(model: "TextVAE", method: "Method", sentences: list[list[int]], con
     rec_sum = kl_sum = 0.0
     tokens = 0
     monitor = min(config.train.monitor_size, len(sentences))
-    mus, logvars = [], []
+    mus, logvars, rows = [], [], []
     with torch.no_grad():
         for batch in iterate_batches(sentences, config.eval.eval_batch_size):
             batch = batch.to(device)
@@ -41,15 +41,21 @@ def validate(model: "TextVAE", method: "Method", sentences: list[list[int]], con
             keep = batch.index < monitor  # the monitor subset: the split's first `monitor` sentences
             mus.append(mu[keep])
             logvars.append(logvar[keep])
+            rows.append(batch.index[keep])
     model.train(was_training)
     n = len(sentences)
     out = {"rec": rec_sum / n, "kl": kl_sum / n, "loss": (rec_sum + kl_sum) / n,
-           "elbo": -(rec_sum + kl_sum) / n, "ppl_bound": math.exp((rec_sum + kl_sum) / tokens)}
-    if not model.is_lm:
-        mu, logvar = torch.cat(mus).double(), torch.cat(logvars).double()
+           "elbo": -(rec_sum + kl_sum) / n, "ppl_bound": _exp((rec_sum + kl_sum) / tokens)}
+    if not model.is_lm and monitor >= 2:  # MI and AU need two sentences (a variance over the subset)
+        order = torch.argsort(torch.cat(rows))  # split order, as in evaluation: MI does not depend on batching
+        mu, logvar = torch.cat(mus)[order].double(), torch.cat(logvars)[order].double()
         mi_gen = torch.Generator(device=device).manual_seed(config.eval.eval_seed + 1)
         out["mi"] = mutual_information(mu, logvar, generator=mi_gen)
         out["au"], _ = active_units(mu, config.eval.au_threshold)
         out["monitor_size"] = monitor
     return out
 
+
+def _exp(x: float) -> float:
+    """exp(x), inf instead of OverflowError for a diverged model's perplexity."""
+    return math.exp(x) if x < 709.0 else math.inf

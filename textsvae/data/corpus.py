@@ -96,10 +96,28 @@ def _read_lines_with_datasets(files: dict[str, Path]) -> dict[str, list[str]]:
         while cause is not None and not isinstance(cause, UnicodeDecodeError):
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, UnicodeDecodeError):
-            raise CorpusError(f"corpus files are not valid UTF-8 ({cause.reason} at byte {cause.start} of a "
+            raise CorpusError(_find_undecodable(files.values()) or
+                              f"corpus files are not valid UTF-8 ({cause.reason} at byte {cause.start} of a "
                               f"chunk) in one of: {', '.join(str(p) for p in files.values())}") from None
         raise CorpusError(f"could not read corpus files: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    return {s: ds[s]["text"] for s in files}
+    out = {s: list(ds[s]["text"]) for s in files}
+    for lines in out.values():  # a UTF-8 byte-order mark would glue itself to the first word
+        if lines and lines[0].startswith("\ufeff"):
+            lines[0] = lines[0][1:]
+    return out
+
+
+def _find_undecodable(paths) -> str | None:
+    """'FILE is not valid UTF-8 (line N, byte B)' for the first file that does not decode."""
+    for path in paths:
+        with open(path, "rb") as f:
+            for n, raw in enumerate(f, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return (f"corpus file {path} is not valid UTF-8 (line {n}, byte {err.start + 1} of the "
+                            f"line: {raw[err.start:err.start + 4]!r})")
+    return None
 
 
 def _read_hf_hub(name: str, column: str) -> dict[str, list[str]]:

@@ -85,11 +85,20 @@ def fetch_corpus(name: str, data_dir: str | None = None, source: str | None = No
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     target = root / name
     target.mkdir(parents=True, exist_ok=True)
+    try:
+        return _install(name, target, source, force)
+    except BaseException:
+        if target.is_dir() and not any(target.iterdir()):  # leave no empty folder that looks installed
+            target.rmdir()
+        raise
+
+
+def _install(name: str, target: Path, source: str | None, force: bool) -> Path:
     installed = []
     for remote in SOURCES[name]:
         out = target / remote.name
         if out.exists() and not force:
-            check_digest(out.read_bytes(), remote.digest, str(out))
+            check_digest(out.read_bytes(), remote.digest, f"{out} (installed earlier; --force replaces it)")
             installed.append(remote.name)
             continue
         if source is None:
@@ -110,8 +119,6 @@ def fetch_corpus(name: str, data_dir: str | None = None, source: str | None = No
         atomic_write_bytes(out, data)
         installed.append(remote.name)
     if "valid.txt" not in installed and "test.txt" not in installed:
-        if not any(target.iterdir()):
-            target.rmdir()
         raise CorpusError(f"nothing of '{name}' could be installed from {source}")
     log.info("%s installed in %s: %s", name, target, ", ".join(installed))
     return target

@@ -28,6 +28,8 @@ class WordVocab:
             raise ValueError("a vocabulary must start with <pad>, <s>, </s>, <unk>")
         self.tokens = list(tokens)
         self.index = {t: i for i, t in enumerate(self.tokens)}
+        for special in (PAD, BOS, EOS):  # a literal "<s>" in the text is a word, not a sentence boundary
+            self.index[special] = UNK_ID
 
     @classmethod
     def build(cls, lines: Iterable[str], max_size: int | None = None, min_count: int = 1) -> "WordVocab":
@@ -74,20 +76,35 @@ class SentencePieceVocab:
 
         import sentencepiece as spm
 
-        text = [line.replace("_UNK", "<unk>") for line in lines]
+        # unknown-token spellings are not text: they are cut out here and become UNK_ID in encode()
+        text = [" ".join(w for w in line.split() if w not in UNK_SPELLINGS) for line in lines]
         model = io.BytesIO()
+        spm.set_random_generator_seed(seed)  # TrainerSpec has no seed field; this is the library's own knob
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(text), model_writer=model, vocab_size=vocab_size,
             pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, unk_id=UNK_ID,
-            user_defined_symbols=[], hard_vocab_limit=False, minloglevel=2,
-            random_seed=seed, num_threads=1)
+            user_defined_symbols=[], hard_vocab_limit=False, minloglevel=2, num_threads=1)
         return cls(model.getvalue())
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def encode(self, text: str) -> list[int]:
-        return self.sp.encode(text.replace("_UNK", "<unk>"))
+        """Pieces of the words; each unknown-token spelling (`<unk>`, `_UNK`) is the one id UNK_ID."""
+        words = text.split()
+        if not any(w in UNK_SPELLINGS for w in words):
+            return self.sp.encode(text)
+        ids: list[int] = []
+        run: list[str] = []
+        for w in words + [UNK]:  # pieces never cross a word boundary, so encoding runs of words is exact
+            if w in UNK_SPELLINGS:
+                if run:
+                    ids += self.sp.encode(" ".join(run))
+                    run = []
+                ids.append(UNK_ID)
+            else:
+                run.append(w)
+        return ids[:-1]
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.sp.decode([i for i in ids if i not in (PAD_ID, BOS_ID, EOS_ID)])

@@ -1,23 +1,39 @@
 """The Method plug-in: how one training step turns a batch into a loss, and its hooks.
 
 A method is one file in this folder: a class decorated with @register("name"), whose
-`Params` dataclass holds its parameters (defaults, one comment each) and whose docstring's
-first line cites the paper. The default behaviour is the plain ELBO, rec + beta * KL with
+`Params` dataclass holds its parameters (`param(default, help)` fields, values checked in
+`__post_init__` with `check`) and whose docstring's first line cites the paper. The default behaviour is the plain ELBO, rec + beta * KL with
 beta from `beta()`; methods override only what they change.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..config import ConfigError
 from ..metrics import gaussian_kl
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
     from ..models import TextVAE
     from ..train import Trainer
+
+
+class MethodError(ConfigError):
+    """Unknown method or parameter, or a bad parameter value (one line for the user)."""
+
+
+def param(default: Any, help: str) -> Any:
+    """A Params field with its default and a one-line help shown by `textsvae methods`."""
+    return field(default=default, metadata={"help": help})
+
+
+def check(ok: bool, message: str) -> None:
+    """For Params.__post_init__: raise ValueError(message) unless ok (build_method makes it a MethodError)."""
+    if not ok:
+        raise ValueError(message)
 
 
 @dataclass
@@ -39,13 +55,20 @@ class Method:
 
     name: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    needs_latent: ClassVar[bool] = False  # True: meaningless without z, so `--decoder lm` is refused
 
     def __init__(self, params: Any = None):
         self.params = params if params is not None else self.Params()
 
     # -- set-up ------------------------------------------------------------------
     def setup(self, trainer: "Trainer") -> None:
-        """Called once after the model is built and before the optimiser is (e.g. add a BN layer)."""
+        """Called once after the model is built and before the optimiser is (e.g. add a BN layer).
+
+        Overrides call `super().setup(trainer)` first: it refuses the LM for methods that need z.
+        """
+        if self.needs_latent and trainer.model.is_lm:
+            raise MethodError(f"method '{self.name}' acts on the latent z; it cannot run with --decoder lm "
+                              f"(use --decoder standard or skip)")
 
     # -- the objective -------------------------------------------------------------
     def beta(self, step: int, epoch: int, steps_per_epoch: int) -> float:
@@ -98,5 +121,9 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def param_values(self) -> dict[str, Any]:
+        """{parameter: value}, as saved in the run's config.json and accepted back by build_method."""
+        return asdict(self.params)
+
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **asdict(self.params)}
+        return {"method": self.name, **self.param_values()}

@@ -1,0 +1,142 @@
+"""Seconds for IW-NLL with K = 500 over the PTB test split (3,761 sentences) at the `ptb` preset.
+
+    OMP_NUM_THREADS=2 python benchmarks/eval_speed.py --data ../shared/data/ptb --threads 2
+    python benchmarks/eval_speed.py --limit 100 --iw-samples 500 --decoder skip --json
+
+Sentences and importance samples are decoded together (batches of B sentences x S samples, S set
+by eval.mem_budget_mb). The model is a fresh `ptb`-preset model unless --run gives a trained run
+(speed does not depend on the weights). A fp32 matmul probe runs in the same process, and the
+achieved rate is quoted as a fraction of it, counting forward FLOPs as
+2 x (multiply-adds of the decoder LSTM + the output layer) per target token per sample.
+The reference code scores one sentence at a time (about 48 min for this split on the lead's machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
+
+
+def decoder_macs_per_target(model_cfg, vocab_size: int) -> int:
+    """Multiply-adds per target token per sample: LSTM layers 4H(in + H), output layer (H [+ D]) x V."""
+    nz = 0 if model_cfg.decoder == "lm" else model_cfg.latent_dim
+    skip = nz if model_cfg.decoder == "skip" else 0
+    h = model_cfg.dec_hidden
+    lstm = 4 * h * (model_cfg.emb_dim + nz + h) + (model_cfg.dec_layers - 1) * 4 * h * (h + skip + h)
+    return lstm + (h + skip) * vocab_size
+
+
+def matmul_gflops(device, seconds: float = 2.0) -> float:
+    """fp32 rate of a square matmul (n = 1024 on CPU, 8192 on GPU; TF32 off), in GFLOP/s."""
+    import torch
+
+    n = 8192 if device.type == "cuda" else 1024
+    torch.backends.cuda.matmul.allow_tf32 = False
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+        if device.type == "cuda" and reps % 10:
+            continue
+        _sync(device)
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(args):
+    """(model, method, test sentences, config, device) at the ptb preset, or from --run."""
+    from textsvae.config import apply_overrides, preset_config
+    from textsvae.data.corpus import load_corpus
+    from textsvae.evaluation import load_model, split_sentences
+    from textsvae.methods import build_method
+    from textsvae.models import TextVAE
+    from textsvae.train import resolve_device
+
+    if args.run:
+        model, method, config, vocab, device = load_model(args.run, args.device)
+        return model, method, split_sentences(config, vocab, "test"), config, device
+    config = apply_overrides(preset_config("ptb"), {"data": str(args.data), "decoder": args.decoder,
+                                                    "device": args.device, "seed": 0})
+    import torch
+
+    torch.manual_seed(0)
+    corpus = load_corpus(config.data, needed=("train", "test"))
+    device = resolve_device(config.train.device)
+    model = TextVAE(len(corpus.vocab), config.model).to(device).eval()
+    return model, build_method("vae"), corpus.splits["test"], config, device
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=os.environ.get("TEXTSVAE_PTB", str(DEFAULT_DATA)), help="PTB folder")
+    p.add_argument("--run", default=None, help="Use this trained run's best model instead of a fresh one")
+    p.add_argument("--limit", type=int, default=None, help="Only the first N test sentences")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--iw-samples", type=int, default=500, help="K")
+    p.add_argument("--decoder", choices=["standard", "skip", "lm"], default="standard")
+    p.add_argument("--batch-size", type=int, default=None, help="eval.eval_batch_size (sentences per batch)")
+    p.add_argument("--mem-budget-mb", type=int, default=None, help="eval.mem_budget_mb")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--probe-seconds", type=float, default=2.0)
+    p.add_argument("--json", action="store_true", help="Print one JSON object")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from textsvae.evaluation import score_sentences
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, method, sentences, config, device = build(args)
+    n_split = len(sentences)
+    sentences = sentences[: args.limit] if args.limit else sentences
+    ecfg = config.eval
+    ecfg = replace(ecfg, eval_batch_size=args.batch_size or ecfg.eval_batch_size,
+                   mem_budget_mb=args.mem_budget_mb or ecfg.mem_budget_mb)
+    probe = matmul_gflops(device, args.probe_seconds)
+    score_sentences(model, method, sentences[:4], ecfg, device, iw_samples=2)  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    scores = score_sentences(model, method, sentences, ecfg, device, iw_samples=args.iw_samples)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    targets = int(scores.n_tokens.sum())
+    k = 1 if model.is_lm else args.iw_samples
+    flops = 2 * decoder_macs_per_target(model.cfg, model.vocab_size) * targets * k
+    row = {"sentences": len(sentences), "split_sentences": n_split, "targets": targets, "iw_samples": k,
+           "decoder": model.cfg.decoder, "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
+           "full_split_seconds_est": seconds * n_split / len(sentences), "gflops": flops / seconds / 1e9,
+           "matmul_fp32_gflops": probe, "fraction_of_matmul": flops / seconds / 1e9 / probe,
+           "threads": torch.get_num_threads(), "device": str(device), "eval_batch_size": ecfg.eval_batch_size,
+           "mem_budget_mb": ecfg.mem_budget_mb, "iw_nll": float(scores.iw_nll.mean()),
+           "preset": "ptb" if not args.run else args.run}
+    if args.json:
+        print(json.dumps(row, indent=2))
+    else:
+        print(f"IW-NLL K={k} over {len(sentences)} of {n_split} test sentences ({targets} targets, "
+              f"{model.cfg.decoder} decoder, {row['threads']} threads, {device}): {seconds:.1f} s, "
+              f"{row['sentences_per_s']:.2f} sentences/s; whole split ~{row['full_split_seconds_est'] / 60:.1f} min")
+        print(f"{row['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_matmul']:.0f}% of the fp32 matmul probe "
+              f"({probe:.1f} GFLOP/s); mean IW-NLL {row['iw_nll']:.2f}")
+    return row
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,212 @@
+"""Speed and memory of training and evaluation beside a matmul probe of the same machine, in one run.
+
+    python benchmarks/perf.py --preset ptb --data ../shared/data/ptb --threads 2 \
+        --decoders standard,skip --precisions fp32,bf16 --out results/perf.json
+
+Each case runs in its own subprocess (so its peak memory is its own) one after another:
+- `matmul`: a large fp32 (and bf16) matmul, the machine's reference FLOP rate;
+- `train`: optimiser steps at the preset; FLOPs per target token = 6 x the multiply-adds of the
+  encoder LSTM, decoder LSTM and output layer (the issue's convention);
+- `iwnll`: IW-NLL with K samples over the first --eval-sentences test sentences, extrapolated to
+  the whole split; FLOPs = 2 x multiply-adds of decoder LSTM + output layer per target per sample;
+- `miau`: MI and AU over the whole test split.
+Rows are JSON; the table printed at the end quotes each rate as a fraction of the fp32 matmul.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def macs_per_target(cfg, vocab_size: int) -> dict[str, float]:
+    """Multiply-adds per target token of each part at this config."""
+    m = cfg.model
+    nz = m.latent_dim if m.decoder != "lm" else 0
+    skip_nz = nz if m.decoder == "skip" else 0
+    enc = 4 * m.enc_hidden * (m.emb_dim + m.enc_hidden) if m.decoder != "lm" else 0
+    dec = 4 * m.dec_hidden * (m.emb_dim + nz + m.dec_hidden)
+    dec += (m.dec_layers - 1) * 4 * m.dec_hidden * (m.dec_hidden + skip_nz + m.dec_hidden)
+    out = (m.dec_hidden + skip_nz) * vocab_size
+    return {"encoder": enc, "decoder": dec, "output": out}
+
+
+def case_matmul(args) -> dict:
+    import torch
+
+    n, rows = 2048, []
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < args.probe_seconds:
+            a @ b
+            reps += 1
+        rows.append({"dtype": str(dtype).replace("torch.", ""),
+                     "gflops": 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9})
+    return {"matmul": rows}
+
+
+def _trainer(args, decoder: str, precision: str):
+    from textsvae.config import apply_overrides, preset_config
+    from textsvae.train import Trainer
+
+    cfg = apply_overrides(preset_config(args.preset), {
+        "data": args.data, "decoder": decoder, "precision": precision, "eval_precision": precision,
+        "progress": False, "threads": args.threads, "seed": 0})
+    return Trainer(cfg, "/nonexistent-perf-run"), cfg
+
+
+def case_train(args, decoder: str, precision: str) -> dict:
+    trainer, cfg = _trainer(args, decoder, precision)
+    macs = macs_per_target(cfg, len(trainer.corpus.vocab))
+    batches = trainer.train_batches(0)
+    for _ in range(args.warmup):
+        trainer.method.train_step(trainer, next(batches), 1.0)
+    tokens, start = 0, time.perf_counter()
+    for _ in range(args.steps):
+        batch = next(batches)
+        trainer.method.train_step(trainer, batch, 1.0)
+        tokens += batch.n_targets
+    seconds = time.perf_counter() - start
+    rate = tokens / seconds
+    trainer.model.set_precision("fp32")  # compare precisions on the same fp32 validation
+    valid = trainer.validate("valid")
+    return {"tokens_per_s": rate, "gflops": 6 * sum(macs.values()) * rate / 1e9, "steps": args.steps,
+            "seconds": seconds, "valid_loss_after_steps": valid["loss"], "epoch_seconds_est":
+            trainer.corpus.tokens("train") / rate, "macs_per_token": macs}
+
+
+def case_iwnll(args, decoder: str, precision: str) -> dict:
+    from textsvae.evaluation import evaluate_model
+
+    trainer, cfg = _trainer(args, decoder, precision)
+    macs = macs_per_target(cfg, len(trainer.corpus.vocab))
+    sentences = trainer.corpus.splits["test"][: args.eval_sentences]
+    trainer.model.eval()
+    evaluate_model(trainer.model, trainer.method, sentences[:8], cfg.eval, trainer.device, iw_samples=args.k)
+    start = time.perf_counter()
+    result = evaluate_model(trainer.model, trainer.method, sentences, cfg.eval, trainer.device, iw_samples=args.k)
+    seconds = time.perf_counter() - start
+    targets = sum(len(s) + 1 for s in sentences)
+    n_test = len(trainer.corpus.splits["test"])
+    return {"k": args.k, "sentences": len(sentences), "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
+            "full_test_seconds_est": seconds * n_test / len(sentences), "test_sentences": n_test,
+            "gflops": 2 * (macs["decoder"] + macs["output"]) * targets * args.k / seconds / 1e9,
+            "iw_nll": result["iw_nll"]}
+
+
+def case_miau(args, decoder: str, precision: str) -> dict:
+    import torch
+
+    from textsvae.evaluation import evaluate_model
+
+    trainer, cfg = _trainer(args, decoder, precision)
+    sentences = trainer.corpus.splits["test"]
+    trainer.model.eval()
+    start = time.perf_counter()
+    result = evaluate_model(trainer.model, trainer.method, sentences, cfg.eval, trainer.device, iw_samples=1)
+    seconds = time.perf_counter() - start
+    return {"sentences": len(sentences), "seconds_with_k1": seconds, "mi": result["mi"], "au": result["au"]}
+
+
+CASES = {"matmul": case_matmul, "train": case_train, "iwnll": case_iwnll, "miau": case_miau}
+
+
+def run_child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    fn = CASES[args.case]
+    row = fn(args) if args.case == "matmul" else fn(args, args.decoder, args.precision)
+    row.update({"case": args.case, "decoder": args.decoder, "precision": args.precision, "threads": args.threads,
+                "preset": args.preset, "peak_rss_mb": _peak_rss_mb(), "torch": torch.__version__})
+    print("ROW " + json.dumps(row))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="ptb")
+    p.add_argument("--data", default="../shared/data/ptb")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--decoders", default="standard,skip")
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--cases", default="matmul,train,iwnll,miau")
+    p.add_argument("--steps", type=int, default=60, help="timed training steps")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--k", type=int, default=500, help="IW samples")
+    p.add_argument("--eval-sentences", type=int, default=200, help="test sentences timed for IW-NLL")
+    p.add_argument("--probe-seconds", type=float, default=5.0)
+    p.add_argument("--out", default=None, help="write the JSON rows here")
+    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--decoder", default="", help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        return run_child(args)
+    rows = []
+    plan = []
+    for case in args.cases.split(","):
+        if case == "matmul":
+            plan.append(("matmul", "", ""))
+            continue
+        for decoder in args.decoders.split(","):
+            for precision in (args.precisions.split(",") if case != "miau" else ["fp32"]):
+                plan.append((case, decoder, precision))
+    base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
+            "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
+            "--eval-sentences", str(args.eval_sentences), "--probe-seconds", str(args.probe_seconds)]
+    for case, decoder, precision in plan:
+        print(f"... {case} {decoder} {precision}", file=sys.stderr, flush=True)
+        out = subprocess.run(base + ["--case", case, "--decoder", decoder, "--precision", precision],
+                             capture_output=True, text=True)
+        lines = [l for l in out.stdout.splitlines() if l.startswith("ROW ")]
+        if out.returncode != 0 or not lines:
+            print(out.stderr[-2000:], file=sys.stderr)
+            raise SystemExit(f"case {case} {decoder} {precision} failed")
+        rows.append(json.loads(lines[-1][4:]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
+    probe = next((r for r in rows if r["case"] == "matmul"), None)
+    ref = {m["dtype"]: m["gflops"] for m in probe["matmul"]} if probe else {}
+    if ref:
+        print(f"matmul probe ({probe['threads']} threads): fp32 {ref['float32']:.1f} GFLOP/s, "
+              f"bf16 {ref['bfloat16']:.1f} GFLOP/s")
+    fp32_train = {r["decoder"]: r["tokens_per_s"] for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
+    print("| case | decoder | precision | rate | GFLOP/s | of fp32 matmul | peak MB | notes |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["case"] == "matmul":
+            continue
+        frac = f"{r['gflops'] / ref['float32']:.0%}" if ref and "gflops" in r else "-"
+        if r["case"] == "train":
+            speedup = r["tokens_per_s"] / fp32_train[r["decoder"]] if r["decoder"] in fp32_train else float("nan")
+            print(f"| train | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s | {r['gflops']:.1f} | "
+                  f"{frac} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32; "
+                  f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f} |")
+        elif r["case"] == "iwnll":
+            print(f"| IW-NLL K={r['k']} | {r['decoder']} | {r['precision']} | {r['sentences_per_s']:.2f} sent/s | "
+                  f"{r['gflops']:.1f} | {frac} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences |")
+        else:
+            print(f"| MI+AU (+K=1 pass) | {r['decoder']} | {r['precision']} | {r['seconds_with_k1']:.1f} s | - | - | "
+                  f"{r['peak_rss_mb']:.0f} | {r['sentences']} sentences |")
+
+
+if __name__ == "__main__":
+    main()

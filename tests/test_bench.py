@@ -1,0 +1,228 @@
+"""Benchmark grids, run ids, the runner (skip finished, resume, failures, locks) and the executors."""
+from __future__ import annotations
+
+import json
+import operator
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from textsvae import bench as B
+from textsvae.bench import BenchmarkError, LockBusy, acquire_lock, load_benchmark, run_benchmark, run_id
+from textsvae.cli import cli
+from textsvae.config import ConfigError, apply_overrides
+from textsvae.executor import LocalProcessExecutor, parse_jobs, threads_per_job
+from textsvae.results import load_results
+
+GRID = """
+description = "a grid"
+preset = "tiny"
+seeds = [0, 1]
+decoders = ["standard", "skip"]
+[settings]
+synthetic_train = 100
+max_steps = 2
+[[methods]]
+method = "vae"
+[[methods]]
+method = "anneal"
+params = { start = [0.0, 0.5], epochs = 2.0 }
+[[methods]]
+method = "vae"
+decoders = ["lm"]
+label = "LSTM-LM"
+seeds = [0]
+[[methods]]
+method = "vae"            # listed twice: runs once
+"""
+
+# two real (tiny) runs: 2 optimiser steps on 100 synthetic sentences, K = 2
+TINY = """
+description = "tiny test benchmark"
+preset = "tiny"
+seeds = [0]
+decoders = ["standard", "skip"]
+eval_splits = ["test"]
+probe = true
+metrics = ["iw_nll", "kl", "mi", "au", "ppl", "probe_acc", "probe_mi"]
+[settings]
+synthetic_train = 100
+epochs = 1
+max_steps = 2
+iw_samples = 2
+monitor_size = 10
+[[methods]]
+method = "vae"
+"""
+
+
+def write_bench(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.toml").write_text(text)
+    return folder
+
+
+def test_grid_expansion_and_labels(tmp_path):
+    bdir = write_bench(tmp_path / "b", "grid", GRID)
+    b = load_benchmark("grid", bdir)
+    # vae: 2 decoders x 2 seeds; anneal: 2 starts x 2 decoders x 2 seeds; LM: 1; the repeat adds none
+    assert len(b.runs) == 4 + 8 + 1
+    assert len({r.run_id for r in b.runs}) == len(b.runs)
+    anneal = [r for r in b.runs if r.method == "anneal"]
+    assert {r.label for r in anneal} == {"anneal (start=0.0, epochs=2.0)", "anneal (start=0.5, epochs=2.0)"}
+    assert all(r.config.train.method_params["epochs"] == 2.0 for r in anneal)
+    lm = [r for r in b.runs if r.decoder == "lm"]
+    assert [(r.label, r.seed, r.config.model.decoder) for r in lm] == [("LSTM-LM", 0, "lm")]
+    assert all(r.config.train.max_steps == 2 and r.config.data.synthetic_train == 100 for r in b.runs)
+
+
+def test_run_ids_are_stable_and_depend_on_config_and_seed(tmp_path):
+    bdir = write_bench(tmp_path / "b", "grid", GRID)
+    first = [r.run_id for r in load_benchmark("grid", bdir).runs]
+    assert first == [r.run_id for r in load_benchmark("grid", bdir).runs]
+    config = load_benchmark("grid", bdir).runs[0].config
+    assert run_id(config) == run_id(apply_overrides(config, {"threads": 7, "progress": False}))  # execution only
+    assert run_id(config) != run_id(apply_overrides(config, {"seed": config.train.seed + 1}))
+    assert run_id(config) != run_id(apply_overrides(config, {"iw_samples": 3}))
+    # defaults written out or left implicit give the same id
+    bdir2 = write_bench(tmp_path / "c", "grid", GRID.replace("epochs = 2.0 }", "epochs = 2.0, steps = 0 }"))
+    assert first == [r.run_id for r in load_benchmark("grid", bdir2).runs]
+
+
+def test_bad_benchmarks_give_one_line_errors(tmp_path):
+    bdir = write_bench(tmp_path / "b", "grid", GRID)
+    with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'; valid benchmarks: .*grid"):
+        load_benchmark("nope", bdir)
+    write_bench(bdir, "typo", GRID.replace("seeds = [0, 1]", "sedes = [0]"))
+    with pytest.raises(BenchmarkError, match=r"unknown key\(s\) \['sedes'\]"):
+        load_benchmark("typo", bdir)
+    write_bench(bdir, "badparam", GRID.replace("start = [0.0, 0.5]", "stat = 1.0"))
+    with pytest.raises(BenchmarkError, match="unknown parameter 'stat'"):
+        load_benchmark("badparam", bdir)
+    write_bench(bdir, "badfield", GRID.replace("max_steps = 2", "max_stepz = 2"))
+    with pytest.raises(BenchmarkError, match="unknown setting 'max_stepz'"):
+        load_benchmark("badfield", bdir)
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(ConfigError, match="--jobs"):
+            parse_jobs(bad, 4, gpu=False)
+    assert isinstance(BenchmarkError("x"), ConfigError)
+
+
+def test_repo_benchmarks_are_found_and_valid():
+    names = B.list_benchmarks()
+    assert {"quick", "ptb-skip", "ptb-paper", "yahoo-paper"} <= set(names)
+    skip = load_benchmark("ptb-skip")
+    assert len(skip.runs) == 2 * 5 * 3 + 3
+    assert {r.method for r in skip.runs} == {"vae", "anneal", "cyclical", "free-bits", "bn-vae"}
+    assert load_benchmark("yahoo-paper").reported == ("he2019-yahoo",)
+    assert load_benchmark("ptb-paper").reported == ()
+
+
+def test_jobs_and_threads():
+    assert parse_jobs("auto", 3, gpu=True) == 1
+    assert 1 <= parse_jobs("auto", 3, gpu=False) <= 3
+    assert parse_jobs("2", 10, gpu=False) == 2
+    from textsvae.executor import available_cores
+
+    cores = available_cores()
+    assert threads_per_job(1) == cores
+    assert threads_per_job(cores * 4) == 1
+
+
+def test_process_executor_returns_every_result():
+    got = sorted(LocalProcessExecutor(2).map_unordered(operator.neg, [1, 2, 3]))
+    assert got == [-3, -2, -1]
+
+
+def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
+    lock = acquire_lock(tmp_path)
+    with pytest.raises(LockBusy, match="held by process"):
+        acquire_lock(tmp_path)
+    lock.unlink()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = json.loads(acquire_lock(tmp_path).read_text())
+    (tmp_path / ".lock").write_text(json.dumps({**info, "pid": dead.pid}))
+    assert json.loads(acquire_lock(tmp_path).read_text())["pid"] != dead.pid
+
+
+def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
+    """First call is interrupted after training run 1 (Ctrl-C during its evaluation); the second
+    resumes it without retraining and does the rest; the third does nothing and says so."""
+    bdir = write_bench(tmp_path / "b", "tiny", TINY)
+    results = tmp_path / "results"
+    b = load_benchmark("tiny", bdir)
+    assert len(b.runs) == 2
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import textsvae.evaluation
+
+    with monkeypatch.context() as m:
+        m.setattr(textsvae.evaluation, "evaluate_run", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            run_benchmark(b, results, jobs=1)
+    first = results / b.runs[0].run_id
+    assert (first / "best.pt").exists() and not (first / "rows.csv").exists() and not (first / ".lock").exists()
+    log_rows = (first / "log.jsonl").read_text().splitlines()
+
+    report = run_benchmark(b, results, jobs=1)
+    assert sorted(report.finished) == sorted(r.run_id for r in b.runs) and not report.failed
+    assert (first / "log.jsonl").read_text().splitlines() == log_rows  # resumed, not retrained
+    df = load_results(results)
+    assert set(df.run_id) == {r.run_id for r in b.runs}
+    test_rows = df[(df.split == "test")]
+    assert {"iw_nll", "kl", "mi", "au", "ppl", "probe_acc", "probe_mi"} <= set(test_rows.metric)
+    assert (test_rows.iw_samples == 2).all() and (df.status == "finished").all()
+    stamp = (first / "rows.csv").stat().st_mtime_ns
+
+    again = run_benchmark(b, results, jobs=1)
+    assert again.finished == [] and again.already_done == 2
+    assert (first / "rows.csv").stat().st_mtime_ns == stamp
+    out = CliRunner().invoke(cli, ["bench", "tiny", "--benchmarks-dir", str(bdir), "--results", str(results)])
+    assert out.exit_code == 0, out.output
+    assert "nothing to do, all 2 runs are finished" in out.output
+    assert "| vae | standard | 1 |" in out.output
+
+
+def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch):
+    from textsvae.train import TrainingDiverged
+
+    bdir = write_bench(tmp_path / "b", "tiny", TINY.replace("probe = true", "probe = false"))
+    results = tmp_path / "results"
+    b = load_benchmark("tiny", bdir)
+    real_train = B._train
+
+    def diverge_on_skip(folder, spec, threads, fresh):
+        if spec.decoder == "skip":
+            raise TrainingDiverged("loss became NaN at step 1")
+        return real_train(folder, spec, threads, fresh)
+
+    monkeypatch.setattr(B, "_train", diverge_on_skip)
+    report = run_benchmark(b, results, jobs=1)
+    assert len(report.finished) == 1
+    assert [(s.decoder, msg) for s, msg in report.failed] == [("skip", "TrainingDiverged: loss became NaN at step 1")]
+    df = load_results(results)
+    failed = df[df.status == "failed"]
+    assert list(failed.decoder) == ["skip"] and "NaN" in failed.error.iloc[0]
+    # not retried unless asked; still reported
+    again = run_benchmark(b, results, jobs=1)
+    assert again.finished == [] and len(again.failed) == 1
+    monkeypatch.setattr(B, "_train", real_train)
+    retried = run_benchmark(b, results, jobs=1, retry_failed=True)
+    assert len(retried.finished) == 1 and not retried.failed
+    assert (load_results(results).status == "finished").all()
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["bench", "nope", "--benchmarks-dir", str(tmp_path)])
+    assert out.exit_code == 2 and "unknown benchmark 'nope'" in out.output and "Traceback" not in out.output
+    out = runner.invoke(cli, ["bench", "quick", "--jobs", "0", "--results", str(tmp_path / "r")])
+    assert out.exit_code == 2 and "--jobs must be a positive integer" in out.output
+    out = runner.invoke(cli, ["table", "quick", "--results", str(tmp_path / "missing")])
+    assert out.exit_code == 2 and "results folder not found" in out.output

@@ -1,0 +1,128 @@
+"""The LSTM VAE: skip wiring, padding invariance, shapes (PROTOCOL.md section 1)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from textsvae.config import ModelConfig
+from textsvae.data import make_batch
+from textsvae.models import TextVAE
+
+V = 30
+SENTENCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14], [4]]
+
+
+def model(decoder: str, layers: int = 1, seed: int = 0) -> TextVAE:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(decoder=decoder, emb_dim=8, enc_hidden=8, dec_hidden=8, dec_layers=layers, latent_dim=4,
+                      init_range=0.3, emb_init_range=0.3)
+    return TextVAE(V, cfg).eval()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_skip_reaches_the_logits_without_the_recurrent_path(layers):
+    """Skip-VAE: softmax(V h_t + U z). With z cut out of the LSTM (inputs, initial state, deeper layers),
+    h_t no longer depends on z, so two z give the same h_t but different logits."""
+    m = model("skip", layers)
+    batch = make_batch(SENTENCES, [0, 1, 2, 3])
+    z1, z2 = torch.randn(4, 4), torch.randn(4, 4)
+    with torch.no_grad():
+        h1 = m.decoder.hidden_states(batch.inputs, z1, cut_recurrent_z=True)
+        h2 = m.decoder.hidden_states(batch.inputs, z2, cut_recurrent_z=True)
+        assert torch.equal(h1, h2)
+        l1 = m.logits_for(batch, z1, cut_recurrent_z=True)
+        l2 = m.logits_for(batch, z2, cut_recurrent_z=True)
+    assert l1.shape == (4, batch.inputs.size(1), V)
+    assert (l1 - l2).abs().amin() > 0            # every position of every sentence moves
+    # the difference is exactly U (z1 - z2), the same at every step
+    U = m.decoder.out.weight[:, 8:]
+    torch.testing.assert_close(l1 - l2, ((z1 - z2) @ U.T).unsqueeze(1).expand_as(l1), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_standard_decoder_ignores_z_once_the_recurrent_path_is_cut(layers):
+    m = model("standard", layers)
+    batch = make_batch(SENTENCES, [0, 1, 2, 3])
+    z1, z2 = torch.randn(4, 4), torch.randn(4, 4)
+    with torch.no_grad():
+        assert torch.equal(m.logits_for(batch, z1, cut_recurrent_z=True), m.logits_for(batch, z2, cut_recurrent_z=True))
+        # with the recurrent path, z matters for both decoders
+        assert not torch.equal(m.logits_for(batch, z1), m.logits_for(batch, z2))
+    skip = model("skip", layers)
+    with torch.no_grad():
+        assert not torch.equal(skip.logits_for(batch, z1), skip.logits_for(batch, z2))
+
+
+def test_decoder_input_sizes_follow_the_protocol():
+    std, skip = model("standard", 3), model("skip", 3)
+    # layer 1 reads [emb; z]; deeper layers read h (standard) or [h; z] (skip); the softmax reads h or [h; z]
+    assert [l.input_size for l in std.decoder.layers] == [8 + 4, 8, 8]
+    assert [l.input_size for l in skip.decoder.layers] == [8 + 4, 8 + 4, 8 + 4]
+    assert std.decoder.out.in_features == 8 and skip.decoder.out.in_features == 8 + 4
+    lm = model("lm")
+    assert lm.encoder is None and lm.decoder.layers[0].input_size == 8
+    with pytest.raises(RuntimeError, match="no encoder"):
+        lm.encode(make_batch(SENTENCES, [0]))
+
+
+@pytest.mark.parametrize("decoder", ["standard", "skip", "lm"])
+def test_extra_padding_changes_nothing(decoder):
+    """Padding sits after the last real token and is masked: the encoder reads the LSTM output at the
+    last real token (causal), the decoder's loss counts only real targets."""
+    m = model(decoder)
+    tight = make_batch(SENTENCES, [0, 1, 2, 3])
+    padded = make_batch(SENTENCES, [0, 1, 2, 3], pad_to=25)
+    z = None if decoder == "lm" else torch.randn(4, 4)
+    with torch.no_grad():
+        if decoder != "lm":
+            for a, b in zip(m.encode(tight), m.encode(padded)):
+                torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        lp_tight, lp_padded = m.log_px_given_z(tight, z), m.log_px_given_z(padded, z)
+    torch.testing.assert_close(lp_tight, lp_padded, rtol=0, atol=1e-5)
+    # and each sentence alone (no neighbours, no padding) gives the same value
+    for row, i in enumerate(range(4)):
+        alone = make_batch(SENTENCES, [i])
+        with torch.no_grad():
+            one = m.log_px_given_z(alone, None if z is None else z[row:row + 1])
+        torch.testing.assert_close(one, lp_tight[row:row + 1], rtol=0, atol=1e-5)
+
+
+def test_log_px_given_z_matches_a_hand_computed_softmax():
+    """log p(x|z) = sum_t log softmax(logits_t)[x_t] over the n + 1 real targets."""
+    m = model("skip")
+    batch = make_batch(SENTENCES, [0, 1])
+    z = torch.randn(2, 4)
+    with torch.no_grad():
+        logits = m.logits_for(batch, z)
+        log_probs = torch.log_softmax(logits, -1).gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
+        expected = (log_probs * batch.target_mask).sum(-1)
+        torch.testing.assert_close(m.log_px_given_z(batch, z), expected, rtol=0, atol=1e-5)
+
+
+def test_several_samples_of_z_decode_as_one_batch():
+    m = model("skip")
+    batch = make_batch(SENTENCES, [0, 1, 2])
+    z = torch.randn(3, 5, 4)                       # (B, S, D)
+    with torch.no_grad():
+        together = m.log_px_given_z(batch, z)      # (B, S)
+        apart = torch.stack([m.log_px_given_z(batch, z[:, s]) for s in range(5)], dim=1)
+    assert together.shape == (3, 5)
+    torch.testing.assert_close(together, apart, rtol=0, atol=1e-5)
+
+
+def test_sample_shapes_and_generator():
+    mu, logvar = torch.zeros(3, 4), torch.zeros(3, 4)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert TextVAE.sample(mu, logvar, generator=g1).shape == (3, 4)
+    assert TextVAE.sample(mu, logvar, 7, generator=g1).shape == (3, 7, 4)
+    g1.manual_seed(1)
+    assert torch.equal(TextVAE.sample(mu, logvar, generator=g1), TextVAE.sample(mu, logvar, generator=g2))
+    # z = mu + sigma * eps: sigma = 0 returns mu
+    assert torch.equal(TextVAE.sample(torch.ones(2, 4), torch.full((2, 4), -1e4)), torch.ones(2, 4))
+
+
+def test_init_ranges():
+    m = TextVAE(V, ModelConfig(init_range=0.01, emb_init_range=0.1))
+    for name, p in m.named_parameters():
+        bound = 0.1 if "embed" in name else 0.01
+        assert p.abs().max() <= bound, name

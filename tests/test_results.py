@@ -1,0 +1,179 @@
+"""The results store, paper tables (mean, std, n, best cell, reported rows), the probe and the plot."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from textsvae.bench import Benchmark, RunSpec
+from textsvae.cli import cli
+from textsvae.config import ConfigError, preset_config
+from textsvae.probe import fit_probe
+from textsvae.results import (aggregate, build_table, load_results, render, write_failure, write_rows)
+
+PROV = {"git_commit": "abc123", "version": "0.1.0", "machine": "x86_64 2 cores"}
+
+
+def spec(run_id: str, label: str = "vae", decoder: str = "standard", seed: int = 0, dataset: str = "synthetic",
+         method: str = "vae") -> RunSpec:
+    return RunSpec(run_id=run_id, benchmark="hand", dataset=dataset, decoder=decoder, method=method, label=label,
+                   params={}, seed=seed, config=preset_config("tiny"))
+
+
+def hand_rows(values: dict[tuple[str, str], list[float]], metric_names=("iw_nll", "mi")) -> pd.DataFrame:
+    """{(label, decoder): [(nll, mi) per seed]} -> tidy rows of the test split."""
+    rows = []
+    for (label, decoder), per_seed in values.items():
+        for seed, vals in enumerate(per_seed):
+            for metric, value in zip(metric_names, vals):
+                rows.append({"run_id": f"{label}-{decoder}-{seed}", "dataset": "synthetic", "label": label,
+                             "decoder": decoder, "seed": seed, "split": "test", "metric": metric, "value": value,
+                             "status": "finished"})
+    return pd.DataFrame(rows)
+
+
+def test_store_round_trip(tmp_path):
+    summary = {"epochs": 3, "steps": 30, "train_seconds": 4.0, "device": "cpu", "last": {"tokens_per_s": 1000.0}}
+    evals = {"test": {"iw_nll": 50.5, "kl": 1.25, "mi": 0.5, "au": 2, "ppl": 90.0, "iw_samples": 50, "mi_n": 400,
+                      "au_threshold": 0.01, "n_sentences": 400, "au_variances": [0.1, 0.0], "split": "test",
+                      "run_dir": "x", "probe_acc": 0.75},
+             "valid": {"iw_nll": 51.0, "kl": None, "iw_samples": 50, "n_sentences": 40}}
+    (tmp_path / "r1").mkdir()
+    write_rows(tmp_path / "r1", spec("r1"), summary, evals, 1.5, PROV)
+    (tmp_path / "r2").mkdir()
+    write_failure(tmp_path / "r2", spec("r2", decoder="skip"), "TrainingDiverged: NaN", PROV)
+    df = load_results(tmp_path)
+    ok = df[df.run_id == "r1"].set_index(["split", "metric"])
+    assert sorted(ok.index) == sorted([("test", m) for m in ("iw_nll", "kl", "mi", "au", "ppl", "probe_acc")]
+                                      + [("valid", "iw_nll")])
+    assert ok.loc[("test", "kl"), "value"] == 1.25 and ok.loc[("test", "au"), "value"] == 2
+    row = ok.loc[("test", "mi")]
+    assert (row.iw_samples, row.mi_n, row.au_threshold, row.epochs, row.steps) == (50, 400, 0.01, 3, 30)
+    assert (row.wall_seconds, row.tokens_per_s, row.device, row.git_commit) == (5.5, 1000.0, "cpu", "abc123")
+    assert ok.loc[("valid", "iw_nll"), "n_sentences"] == 40
+    bad = df[df.run_id == "r2"]
+    assert list(bad.status) == ["failed"] and bad.error.iloc[0] == "TrainingDiverged: NaN"
+    assert math.isnan(bad.value.iloc[0])
+    assert json.loads((tmp_path / "r1" / "bench.json").read_text())["status"] == "finished"
+
+
+def test_aggregate_mean_std_n_and_best_cells():
+    df = hand_rows({("vae", "standard"): [(10.0, 0.1), (12.0, 0.3), (14.0, 0.2)],
+                    ("vae", "skip"): [(11.0, 1.0), (11.0, 2.0)]})
+    stats = aggregate(df, ["iw_nll", "mi"]).set_index(["label", "decoder", "metric"])
+    std = stats.loc[("vae", "standard", "iw_nll")]
+    assert (std["mean"], std["std"], std["n"]) == (12.0, 2.0, 3)        # sample std of 10, 12, 14
+    skip = stats.loc[("vae", "skip", "mi")]
+    assert (skip["mean"], round(skip["std"], 6), skip["n"]) == (1.5, round(math.sqrt(0.5), 6), 2)
+    # NLL: lower is better (11 < 12); MI: higher is better (1.5 > 0.2)
+    assert stats.loc[("vae", "skip", "iw_nll"), "best"] and not stats.loc[("vae", "standard", "iw_nll"), "best"]
+    assert stats.loc[("vae", "skip", "mi"), "best"] and not stats.loc[("vae", "standard", "mi"), "best"]
+    # a column where every row ties at the printed precision marks nothing
+    tie = aggregate(hand_rows({("a", "standard"): [(5.0, 0.0)], ("b", "standard"): [(5.001, 0.0)]}),
+                    ["iw_nll", "mi"])
+    assert not tie.best.any()
+    # failed runs and other splits are left out
+    extra = pd.concat([df, pd.DataFrame([{"run_id": "x", "dataset": "synthetic", "label": "vae", "decoder": "skip",
+                                          "split": "test", "metric": "iw_nll", "value": 0.0, "status": "failed"}])])
+    assert aggregate(extra, ["iw_nll"]).set_index(["label", "decoder"]).loc[("vae", "skip"), "n"] == 2
+
+
+def _bench(runs: list[RunSpec], metrics=("iw_nll", "mi"), reported=()) -> Benchmark:
+    return Benchmark(name="hand", path=Path("hand.toml"), description="", runs=runs, metrics=tuple(metrics),
+                     reported=tuple(reported))
+
+
+def test_rendered_tables_mark_the_best_cell():
+    df = hand_rows({("vae", "standard"): [(10.0, 0.1), (12.0, 0.3), (14.0, 0.2)],
+                    ("vae", "skip"): [(11.0, 1.0), (11.0, 2.0)]})
+    runs = [spec(f"vae-{d}-{s}", decoder=d, seed=s) for d in ("standard", "skip") for s in range(3)]
+    table = build_table(df, _bench(runs))
+    md = render(table, "md")
+    assert "| Method | Decoder | n | NLL | MI |" in md
+    assert "| vae | standard | 3 | 12.00 ± 2.00 | 0.20 ± 0.10 |" in md
+    assert "| vae | skip | 2 | **11.00 ± 0.00** | **1.50 ± 0.71** |" in md
+    latex = render(table, "latex")
+    assert r"\textbf{11.00 $\pm$ 0.00}" in latex and latex.strip().endswith(r"\end{tabular}")
+    csv = render(table, "csv", header=["made by a test"])
+    assert csv.startswith("# made by a test\n")
+    back = pd.read_csv(__import__("io").StringIO(csv), comment="#").set_index("decoder")
+    assert back.loc["skip", "iw_nll_best"] and back.loc["standard", "iw_nll_n"] == 3
+    with pytest.raises(ConfigError, match="unknown format"):
+        render(table, "html")
+
+
+def test_reported_rows_only_where_the_protocol_matches():
+    df = hand_rows({("vae", "standard"): [(330.0, 0.5)]})
+    df["dataset"] = "yahoo"
+    runs = [spec("vae-standard-0", dataset="yahoo")]
+    md = render(build_table(df, _bench(runs, reported=["he2019-yahoo"])), "md")
+    assert "| vae (reported: He et al. 2019) | standard | - | 328.80 | 0.00 |" in md
+    assert "| LSTM-LM (exact NLL) (reported: He et al. 2019) | lm | - | 328.10 | - |" in md
+    assert md.count("**") == 0  # one suite row: nothing to compare; reported rows never take part
+    assert "reported" not in render(build_table(df, _bench(runs)), "md").split("\n\n")[0]
+
+
+def test_probe_recovers_a_planted_label():
+    """Means = 3 * one_hot(y) + N(0, 0.3^2): the probe is ~always right and I(z; y) >= H(y) - CE is
+    close to H(y) ~= log 4; with pure-noise features the bound is ~0 and accuracy is chance."""
+    g = torch.Generator().manual_seed(0)
+    y_train, y_test = torch.randint(4, (800,), generator=g), torch.randint(4, (400,), generator=g)
+
+    def features(y: torch.Tensor) -> torch.Tensor:
+        x = torch.zeros(len(y), 6)
+        x[torch.arange(len(y)), y] = 3.0
+        return x + 0.3 * torch.randn(len(y), 6, generator=g)
+
+    r = fit_probe(features(y_train), y_train.tolist(), features(y_test), y_test.tolist())
+    assert r.accuracy > 0.98
+    assert r.log_k == pytest.approx(math.log(4))
+    assert r.label_entropy - 0.1 < r.mi_lower_bound <= r.label_entropy <= r.log_k + 1e-9
+    noise = fit_probe(torch.randn(800, 6, generator=g), y_train.tolist(), torch.randn(400, 6, generator=g),
+                      y_test.tolist())
+    assert noise.accuracy < 0.4 and noise.mi_lower_bound < 0.05
+
+
+def test_plot_writes_a_png(tmp_path):
+    from textsvae.plot import plot_runs
+
+    dirs = []
+    for i, decoder in enumerate(("standard", "skip")):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model": {"decoder": decoder}, "train": {"method": "vae",
+                                                                                           "seed": 0}}))
+        rows = [{"epoch": e, "step": 10 * e, "beta": min(1.0, e / 2), "valid_kl": 1.0 / e, "valid_mi": 0.5,
+                 "valid_au": 2, "valid_rec": 50.0 - e} for e in (1, 2, 3)]
+        (d / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        dirs.append(d)
+    out = CliRunner().invoke(cli, ["plot", *map(str, dirs), "-o", str(tmp_path / "curves.png")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="no training log"):
+        plot_runs([tmp_path], tmp_path / "x.png")
+
+
+def test_results_and_table_commands(tmp_path):
+    (tmp_path / "r1").mkdir()
+    write_rows(tmp_path / "r1", spec("r1"), {"epochs": 1, "steps": 2, "train_seconds": 60.0, "device": "cpu"},
+               {"test": {"iw_nll": 50.0, "kl": 1.0, "mi": 0.4, "au": 1, "ppl": 80.0}}, 0.0, PROV)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["results", "--results", str(tmp_path)])
+    assert out.exit_code == 0 and "hand: 1 run(s) finished" in out.output and "50.0" in out.output
+    bdir = tmp_path / "benchmarks"
+    bdir.mkdir()
+    (bdir / "one.toml").write_text('preset = "tiny"\n[[methods]]\nmethod = "vae"\n')
+    out = runner.invoke(cli, ["table", "one", "--benchmarks-dir", str(bdir), "--results", str(tmp_path)])
+    assert out.exit_code == 0 and "| vae | standard | 0 | - |" in out.output  # its run is not in the store
+    target = tmp_path / "tables" / "one.md"
+    out = runner.invoke(cli, ["table", "one", "--benchmarks-dir", str(bdir), "--results", str(tmp_path),
+                              "-o", str(target)])
+    assert out.exit_code == 0, out.output
+    text = target.read_text()
+    assert "Regenerate: `textsvae bench one --results" in text and "textsvae table one" in text
+    assert "Runs: 0 finished, 0 failed, 1 missing of 1" in text and "| Method | Decoder |" in text

@@ -1,0 +1,311 @@
+"""Held-out evaluation of a run (PROTOCOL.md section 4): Rec, KL, ELBO, IW-NLL, PPL, MI, AU, KL(q(z)||p(z)).
+
+IW-NLL decodes sentences AND importance samples together: a batch of B sentences times a chunk
+of S samples is one decoder pass of B*S rows, with S chosen so the chunk's logits
+(targets x S x vocab x 4 bytes) fit `eval.mem_budget_mb`. Every random draw is keyed by
+(eval_seed, sentence position in the split), so the numbers do not depend on the batch size,
+the padding or the order of evaluation.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .config import ConfigError, EvalConfig, RunConfig
+from .data.batching import Batch, bucket_batches, make_batch
+from .metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
+                      kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
+
+if TYPE_CHECKING:
+    from .methods import Method
+    from .models import TextVAE
+
+SPLITS = ("valid", "test")
+HE_MI_BATCH = 32  # He et al.'s evaluation minibatch, for their per-minibatch MI
+
+
+@dataclass
+class SentenceScores:
+    """Per-sentence results in split order (row n is sentence n)."""
+
+    n_tokens: torch.Tensor             # (N,) targets: words + end-of-sentence
+    iw_nll: torch.Tensor               # (N,) double; the exact NLL for an LM
+    iw_mc_se: torch.Tensor             # (N,) delta-method Monte-Carlo SE of each IW estimate
+    rec: torch.Tensor | None = None    # (N,) -mean_k log p(x|z_k) over the K importance samples
+    mu: torch.Tensor | None = None     # (N, D) double
+    logvar: torch.Tensor | None = None
+
+
+# -- determinism and memory --------------------------------------------------------------------------
+def sentence_noise(index: list[int], n_samples: int, dim: int, seed: int) -> torch.Tensor:
+    """(B, K, D) standard normal noise; row b is a pure function of (seed, index[b]) (CPU generators)."""
+    out = torch.empty(len(index), n_samples, dim)
+    g = torch.Generator()
+    for row, i in enumerate(index):
+        g.manual_seed(seed * 1_000_003 + int(i))
+        out[row] = torch.randn(n_samples, dim, generator=g)
+    return out
+
+
+def samples_per_chunk(n_targets: int, vocab_size: int, mem_budget_mb: int, k: int) -> int:
+    """Largest S <= K with n_targets * S * vocab * 4 bytes <= budget (at least 1)."""
+    per_sample = max(n_targets, 1) * vocab_size * 4
+    return max(1, min(k, (mem_budget_mb * 2**20) // per_sample))
+
+
+def eval_batches(sentences: list[list[int]], batch_size: int, vocab_size: int, mem_budget_mb: int) -> list[list[int]]:
+    """Length-bucketed index lists, split further where one sample's logits alone exceed the budget."""
+    budget_targets = max(1, (mem_budget_mb * 2**20) // (vocab_size * 4))
+    out = []
+    for index in bucket_batches([len(s) for s in sentences], batch_size):
+        part, targets = [], 0
+        for i in index:
+            t = len(sentences[i]) + 1
+            if part and targets + t > budget_targets:
+                out.append(part)
+                part, targets = [], 0
+            part.append(i)
+            targets += t
+        out.append(part)
+    return out
+
+
+def posterior(model: "TextVAE", method: "Method", batch: Batch, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar) through the run's method, with autograd on (SA-VAE refines by gradient steps) and the
+    global RNG forked and seeded, so a stochastic refinement is repeatable; detached."""
+    devices = list(range(torch.cuda.device_count())) if batch.tokens.is_cuda else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        torch.manual_seed(seed)
+        mu, logvar = method.posterior(model, batch)
+    return mu.detach(), logvar.detach()
+
+
+# -- per-sentence scores ---------------------------------------------------------------------------
+def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
+                    device: torch.device, iw_samples: int | None = None, pad_to: int | None = None) -> SentenceScores:
+    """IW-NLL (exact NLL for an LM), Rec and q's parameters of every sentence; pad_to adds padding (tests)."""
+    k = eval_cfg.iw_samples if iw_samples is None else iw_samples
+    n = len(sentences)
+    lm = model.is_lm
+    was_training, precision = model.training, model.autocast_dtype
+    model.eval()
+    model.set_precision(eval_cfg.eval_precision)
+    nll = torch.zeros(n, dtype=torch.float64)
+    mc_se = torch.zeros(n, dtype=torch.float64)
+    rec = None if lm else torch.zeros(n, dtype=torch.float64)
+    mu_all = None if lm else torch.zeros(n, model.latent_dim, dtype=torch.float64)
+    logvar_all = None if lm else torch.zeros(n, model.latent_dim, dtype=torch.float64)
+    try:
+        for index in eval_batches(sentences, eval_cfg.eval_batch_size, model.vocab_size, eval_cfg.mem_budget_mb):
+            batch = make_batch(sentences, index, pad_to=pad_to).to(device)
+            rows = torch.tensor(index)
+            if lm:
+                with torch.no_grad():
+                    nll[rows] = -model.log_px_given_z(batch, None).double().cpu()
+                continue
+            mu, logvar = posterior(model, method, batch, eval_cfg.eval_seed)
+            mu, logvar = mu.double(), logvar.double()
+            eps = sentence_noise(index, k, model.latent_dim, eval_cfg.eval_seed).to(device, torch.float64)
+            chunk = samples_per_chunk(batch.n_targets, model.vocab_size, eval_cfg.mem_budget_mb, k)
+            with torch.no_grad():
+                log_w, log_px = iw_log_weights(lambda z: model.log_px_given_z(batch, z.float()), mu, logvar,
+                                               eps, chunk)
+            nll[rows] = iw_nll(log_w).cpu()
+            mc_se[rows] = iw_relative_se(log_w).cpu() if k > 1 else float("nan")
+            rec[rows] = -log_px.mean(1).cpu()
+            mu_all[rows], logvar_all[rows] = mu.cpu(), logvar.cpu()
+    finally:
+        model.train(was_training)
+        model.autocast_dtype = precision
+    n_tokens = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.long)
+    return SentenceScores(n_tokens, nll, mc_se, rec, mu_all, logvar_all)
+
+
+# -- split-level metrics ------------------------------------------------------------------------------
+def latent_metrics(mu: torch.Tensor, logvar: torch.Tensor, eval_cfg: EvalConfig, device: torch.device,
+                   mi_batch: bool | int = False) -> dict[str, Any]:
+    """KL, MI, KL(q(z)||p(z)) and AU from q's parameters (N, D) over the whole split, in split order.
+
+    MI and the aggregate KL use generator seed eval_seed + 1 on `device`, as validation does.
+    """
+    mu_d, logvar_d = mu.to(device, torch.float64), logvar.to(device, torch.float64)
+    gen = torch.Generator(device=device).manual_seed(eval_cfg.eval_seed + 1)
+    agg = aggregate_posterior_terms(mu_d, logvar_d, generator=gen, n_samples=eval_cfg.mi_samples)
+    au, variances = active_units(mu_d, eval_cfg.au_threshold)
+    out = {"kl": float(kl_total(mu, logvar).mean()), "kl_per_dim": kl_per_dimension(mu, logvar).tolist(),
+           "mi": agg["mi"], "mi_n": mu.size(0), "mi_samples": eval_cfg.mi_samples, "agg_kl": agg["agg_kl"],
+           "au": au, "au_threshold": eval_cfg.au_threshold, "au_variances": variances.cpu().tolist()}
+    if mi_batch:
+        size = HE_MI_BATCH if mi_batch is True else int(mi_batch)
+        gen = torch.Generator(device=device).manual_seed(eval_cfg.eval_seed + 1)
+        out["mi_minibatch"] = mutual_information_minibatch(mu_d, logvar_d, size, gen, eval_cfg.mi_samples)
+        out["mi_minibatch_size"] = size
+    return out
+
+
+def summarize(scores: SentenceScores) -> dict[str, Any]:
+    """Split means per sentence (nats) and PPL = exp(sum NLL / sum tokens incl. end-of-sentence)."""
+    n, tokens = scores.iw_nll.numel(), int(scores.n_tokens.sum())
+    total = float(scores.iw_nll.sum())
+    out = {"iw_nll": total / n, "iw_nll_se": standard_error(scores.iw_nll), "ppl": perplexity(total, tokens),
+           "iw_nll_mc_se": None if bool(scores.iw_mc_se.isnan().any())
+           else float(scores.iw_mc_se.pow(2).sum().sqrt()) / n,
+           "n_sentences": n, "n_tokens": tokens}
+    return out
+
+
+def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
+                   device: torch.device, iw_samples: int | None = None, mi_batch: bool | int = False) -> dict[str, Any]:
+    """All section-4 metrics of `sentences` (token ids without <s>/</s>); per-sentence means in nats.
+
+    rec: -mean_k log p(x|z_k) over the K importance samples (an unbiased Rec estimate with K samples);
+    elbo = -(rec + kl); ppl_bound = exp((sum rec + sum kl) / tokens). For an LM, iw_nll is the exact
+    NLL, elbo = -iw_nll and the z-metrics are None. mi_batch adds He et al.'s per-minibatch MI
+    (True: batches of 32, an int: that size) as mi_minibatch; `mi` is always over the whole split.
+    """
+    k = eval_cfg.iw_samples if iw_samples is None else iw_samples
+    if k < 1:
+        raise ConfigError(f"iw_samples must be >= 1, got {k}")
+    if not sentences:
+        raise ConfigError("no sentences to evaluate")
+    eval_cfg = replace(eval_cfg, iw_samples=k)
+    start = time.perf_counter()
+    scores = score_sentences(model, method, sentences, eval_cfg, device)
+    out: dict[str, Any] = summarize(scores)
+    nones = ("rec", "kl", "kl_per_dim", "mi", "mi_n", "mi_samples", "agg_kl", "au", "au_variances")
+    if model.is_lm:
+        out.update({key: None for key in nones})
+        out.update({"elbo": -out["iw_nll"], "ppl_bound": out["ppl"], "au_threshold": eval_cfg.au_threshold,
+                    "iw_samples": None})
+    else:
+        out.update(latent_metrics(scores.mu, scores.logvar, eval_cfg, device, mi_batch))
+        rec_sum = float(scores.rec.sum())
+        kl_sum = out["kl"] * out["n_sentences"]
+        out.update({"rec": rec_sum / out["n_sentences"], "elbo": -(rec_sum + kl_sum) / out["n_sentences"],
+                    "ppl_bound": perplexity(rec_sum + kl_sum, out["n_tokens"]), "iw_samples": k})
+    out.update({"eval_seed": eval_cfg.eval_seed, "eval_batch_size": eval_cfg.eval_batch_size,
+                "eval_precision": eval_cfg.eval_precision,
+                "mem_budget_mb": eval_cfg.mem_budget_mb, "decoder": model.cfg.decoder,
+                "method": getattr(method, "name", None), "device": str(device), "split": None,
+                "seconds": time.perf_counter() - start})
+    return out
+
+
+# -- runs --------------------------------------------------------------------------------------------
+class _NoTrainingData:
+    """Stands in for the training corpus in set-up: evaluation never calls beta() or trains."""
+
+    splits = {"train": []}
+
+
+class _SetupContext:
+    """What `Method.setup(trainer)` may touch when a run is rebuilt for evaluation (no training):
+    the model (BN-VAE installs its layer here before the weights load), config, device, state.lr."""
+
+    def __init__(self, model: "TextVAE", config: RunConfig, device: torch.device):
+        from .train import TrainState
+
+        self.model, self.config, self.device = model, config, device
+        self.state = TrainState(lr=config.train.lr)
+        self.corpus = _NoTrainingData()
+
+    def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=lr)
+
+
+def load_model(run_dir: str | Path, device: str | torch.device | None = None):
+    """Rebuild a run's best model: (model in eval mode, method, config, vocab, device)."""
+    from .data.vocab import load_vocab
+    from .methods import build_method
+    from .models import TextVAE
+    from .train import RunError, load_checkpoint, read_run_config, resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder not found: {run_dir}")
+    config = read_run_config(run_dir)
+    if not (run_dir / "vocab.json").is_file():
+        raise RunError(f"{run_dir} has no vocab.json")
+    vocab = load_vocab(run_dir)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    if ckpt.get("vocab_size") != len(vocab):
+        raise RunError(f"{run_dir}/best.pt has vocabulary size {ckpt.get('vocab_size')}, vocab.json has {len(vocab)}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
+    model = TextVAE(len(vocab), config.model).to(dev)
+    method = build_method(config.train.method, config.train.method_params)
+    method.setup(_SetupContext(model, config, dev))
+    model.to(dev)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise RunError(f"{run_dir}/best.pt does not match the run's config: {str(exc).splitlines()[0]}") from None
+    method.load_state_dict(ckpt.get("method", {}))
+    model.eval()
+    return model, method, config, vocab, dev
+
+
+def split_sentences(config: RunConfig, vocab, split: str) -> list[list[int]]:
+    """Token ids of a split, read and length-limited exactly as in training, with the run's vocabulary."""
+    from .data.corpus import load_corpus
+
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
+    return load_corpus(config.data, vocab=vocab, needed=(split,)).splits[split]
+
+
+def eval_path(run_dir: str | Path, split: str, iw_samples: int | None) -> Path:
+    return Path(run_dir) / f"eval_{split}_k{iw_samples if iw_samples is not None else 0}.json"
+
+
+def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab, device: torch.device,
+                    run_dir: str | Path | None, split: str = "test", iw_samples: int | None = None,
+                    sentences: list[str] | None = None, mi_batch: bool | int = False,
+                    save: bool = True) -> dict[str, Any]:
+    """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json) or on given raw sentences."""
+    from .io import atomic_write_json
+
+    k = config.eval.iw_samples if iw_samples is None else iw_samples
+    if k < 1:
+        raise ConfigError(f"iw_samples must be >= 1, got {k}")
+    ids = [vocab.encode(s) for s in sentences] if sentences is not None else split_sentences(config, vocab, split)
+    out = evaluate_model(model, method, ids, config.eval, device, iw_samples=k, mi_batch=mi_batch)
+    out["split"] = "sentences" if sentences is not None else split
+    if run_dir is not None:
+        out["run_dir"] = str(run_dir)
+    if save and sentences is None and run_dir is not None:
+        atomic_write_json(eval_path(run_dir, split, out["iw_samples"]), out)
+    return out
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | None = None,
+                 device: str | torch.device | None = None, sentences: list[str] | None = None,
+                 mi_batch: bool | int = False) -> dict[str, Any]:
+    """Load RUN_DIR/best.pt and evaluate it; a split's result is written to RUN_DIR/eval_<split>_k<K>.json."""
+    if sentences is None and split not in SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
+    if iw_samples is not None and iw_samples < 1:
+        raise ConfigError(f"iw_samples must be >= 1, got {iw_samples}")
+    model, method, config, vocab, dev = load_model(run_dir, device)
+    return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch)
+
+
+def format_metrics(result: dict[str, Any]) -> str:
+    """A few human-readable lines for the CLI."""
+    def f(key: str, fmt: str = ".3f") -> str:
+        v = result.get(key)
+        return "-" if v is None else format(v, fmt)
+
+    head = (f"{result.get('split')}: {result['n_sentences']} sentences, {result['n_tokens']} tokens, "
+            f"K={result.get('iw_samples')}, eval_seed={result['eval_seed']}, {result['seconds']:.1f}s")
+    lines = [head,
+             f"iw_nll {f('iw_nll')} (se {f('iw_nll_se')})  ppl {f('ppl', '.2f')}",
+             f"rec {f('rec')}  kl {f('kl')}  elbo {f('elbo')}  ppl_bound {f('ppl_bound', '.2f')}",
+             f"mi {f('mi')} (N={result.get('mi_n')})  agg_kl {f('agg_kl')}  "
+             f"au {result.get('au') if result.get('au') is not None else '-'} (threshold {result['au_threshold']})"]
+    if "mi_minibatch" in result:
+        lines.append(f"mi_minibatch {f('mi_minibatch')} (batches of {result['mi_minibatch_size']})")
+    return "\n".join(lines)

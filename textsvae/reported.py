@@ -1,0 +1,54 @@
+"""Published numbers (PROTOCOL.md section 5), shown as extra table rows labelled "reported".
+
+A benchmark opts in with `reported = ["he2019-yahoo"]` only where its protocol matches the
+paper's (sizes, corpus, IW-NLL), so these rows never sit beside numbers made another way.
+Metric names are the results store's (iw_nll, kl, mi, ppl); NaN-free dicts, missing = not reported.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+_HE = "He et al. 2019"
+
+REPORTED: dict[str, dict[str, Any]] = {
+    # He et al. 2019 (ICLR), 512/1024/32 LSTM, NLL by importance sampling, nats per document
+    "he2019-yahoo": {"dataset": "yahoo", "source": _HE, "rows": [
+        {"label": "LSTM-LM (exact NLL)", "decoder": "lm", "iw_nll": 328.1},
+        {"label": "vae", "decoder": "standard", "iw_nll": 328.8, "kl": 0.0, "mi": 0.0},
+        {"label": "vae + anneal", "decoder": "standard", "iw_nll": 328.6, "kl": 0.0, "mi": 0.0},
+        {"label": "beta-VAE (0.2)", "decoder": "standard", "iw_nll": 333.1, "kl": 18.7, "mi": 3.4},
+        {"label": "beta-VAE (0.4)", "decoder": "standard", "iw_nll": 328.5, "kl": 3.8, "mi": 2.2},
+        {"label": "SA-VAE + anneal", "decoder": "standard", "iw_nll": 327.4, "kl": 3.5, "mi": 1.9},
+        {"label": "aggressive + anneal", "decoder": "standard", "iw_nll": 326.6, "kl": 6.7, "mi": 3.2},
+        {"label": "CNN-VAE (Yang et al. 2017, bound)", "decoder": "cnn", "iw_nll": 332.1, "kl": 10.0},
+    ]},
+    "he2019-yelp": {"dataset": "yelp", "source": _HE, "rows": [
+        {"label": "LSTM-LM (exact NLL)", "decoder": "lm", "iw_nll": 357.3},
+        {"label": "vae", "decoder": "standard", "iw_nll": 358.2, "kl": 0.0, "mi": 0.0},
+        {"label": "vae + anneal", "decoder": "standard", "iw_nll": 358.1, "kl": 0.0, "mi": 0.0},
+        {"label": "beta-VAE (0.2)", "decoder": "standard", "iw_nll": 360.4, "kl": 11.3, "mi": 3.3},
+        {"label": "beta-VAE (0.4)", "decoder": "standard", "iw_nll": 358.8, "kl": 4.0, "mi": 1.8},
+        {"label": "SA-VAE + anneal", "decoder": "standard", "iw_nll": 355.9, "kl": 2.3, "mi": 1.3},
+        {"label": "aggressive + anneal", "decoder": "standard", "iw_nll": 355.9, "kl": 3.7, "mi": 2.3},
+        {"label": "CNN-VAE (Yang et al. 2017, bound)", "decoder": "cnn", "iw_nll": 359.1, "kl": 7.6},
+    ]},
+    # Bowman et al. 2016: their own model sizes, so no benchmark here matches their protocol
+    "bowman2016-ptb": {"dataset": "ptb", "source": "Bowman et al. 2016 (own sizes)", "rows": [
+        {"label": "LSTM-LM", "decoder": "lm", "ppl": 116.0},
+        {"label": "vae", "decoder": "standard", "ppl": 119.0},
+    ]},
+}
+
+
+def reported_rows(keys: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """Flat rows {dataset, source, label, decoder, metric: value...} for the given keys."""
+    from .bench import BenchmarkError
+
+    out = []
+    for key in keys:
+        if key not in REPORTED:
+            raise BenchmarkError(f"unknown reported set '{key}'; valid: {', '.join(REPORTED)}")
+        entry = REPORTED[key]
+        for row in entry["rows"]:
+            out.append({"dataset": entry["dataset"], "source": entry["source"], **row})
+    return out

@@ -1,0 +1,330 @@
+"""The results store (tidy long rows, one file per run, merged on read) and paper-style tables.
+
+A row is one run x split x metric: run id, benchmark, dataset, decoder, method, parameters,
+seed, split, metric, value, and what the value depends on (IW samples, MI set size, AU
+threshold, epochs and steps trained, seconds, tokens/s, device, machine, git commit, version,
+date). Each run folder holds its `rows.csv` (written atomically) and `bench.json` (status).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .config import ConfigError
+from .io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from .bench import Benchmark, RunSpec
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["run_id", "benchmark", "dataset", "decoder", "method", "label", "params", "seed", "split", "metric",
+           "value", "status", "iw_samples", "mi_n", "au_threshold", "n_sentences", "epochs", "steps",
+           "train_seconds", "eval_seconds", "wall_seconds", "tokens_per_s", "device", "machine", "git_commit",
+           "version", "date", "error"]
+# keys of evaluate_run's dict that are settings or bookkeeping, not metrics
+_NOT_METRICS = {"iw_samples", "mi_n", "au_threshold", "au_variances", "n_sentences", "n_tokens", "split",
+                "eval_seed", "seconds", "probe_n"}
+
+
+class ResultsError(ConfigError):
+    """A missing or empty results folder (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    title: str
+    higher_is_better: bool | None   # None: no "best" (a setting or a diagnostic)
+    digits: int
+
+
+# KL, MI and AU count as "higher is better": the information kept in z is what this suite studies.
+METRICS: dict[str, MetricInfo] = {
+    "iw_nll": MetricInfo("NLL", False, 2),
+    "iw_nll_se": MetricInfo("NLL s.e.", None, 2),
+    "rec": MetricInfo("Rec", False, 2),
+    "kl": MetricInfo("KL", True, 2),
+    "elbo": MetricInfo("ELBO", True, 2),
+    "ppl": MetricInfo("PPL", False, 2),
+    "ppl_bound": MetricInfo("PPL bound", False, 2),
+    "mi": MetricInfo("MI", True, 2),
+    "au": MetricInfo("AU", True, 1),
+    "agg_kl": MetricInfo("agg. KL", False, 2),
+    "probe_acc": MetricInfo("topic acc.", True, 3),
+    "probe_mi": MetricInfo("I(z;topic)", True, 2),
+    "probe_acc_mu": MetricInfo("topic acc. (mu)", True, 3),
+    "probe_mi_mu": MetricInfo("I(mu;topic)", True, 2),
+    "probe_h": MetricInfo("H(topic)", None, 2),
+    "probe_log_k": MetricInfo("log K", None, 2),
+}
+
+
+def metric_info(name: str) -> MetricInfo:
+    return METRICS.get(name, MetricInfo(name, None, 3))
+
+
+# -- writing ----------------------------------------------------------------------------------------
+def read_status(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "bench.json"
+    if not path.is_file() or not (Path(folder) / "rows.csv").is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return {}
+
+
+def _base(spec: "RunSpec", provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"run_id": spec.run_id, "benchmark": spec.benchmark, "dataset": spec.dataset, "decoder": spec.decoder,
+            "method": spec.method, "label": spec.label, "params": json.dumps(spec.params, sort_keys=True),
+            "seed": spec.seed, "date": time.strftime("%Y-%m-%dT%H:%M:%S"), **provenance}
+
+
+def _write(folder: Path, rows: list[dict[str, Any]], status: dict[str, Any]) -> None:
+    frame = pd.DataFrame(rows).reindex(columns=COLUMNS)
+    atomic_write_text(folder / "rows.csv", frame.to_csv(index=False))
+    atomic_write_json(folder / "bench.json", status)  # written last: its presence means rows.csv is complete
+
+
+def write_rows(folder: Path, spec: "RunSpec", summary: dict[str, Any], evals: dict[str, dict[str, Any]],
+               eval_seconds: float, provenance: dict[str, Any]) -> None:
+    """One row per split x metric of a finished run."""
+    base = _base(spec, provenance)
+    train_seconds = float(summary.get("train_seconds", 0.0))
+    common = {"status": "finished", "epochs": summary.get("epochs"), "steps": summary.get("steps"),
+              "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+              "wall_seconds": train_seconds + eval_seconds,
+              "tokens_per_s": (summary.get("last") or {}).get("tokens_per_s"), "device": summary.get("device")}
+    rows = []
+    for split, metrics in evals.items():
+        depends = {"iw_samples": metrics.get("iw_samples"), "mi_n": metrics.get("mi_n"),
+                   "au_threshold": metrics.get("au_threshold"), "n_sentences": metrics.get("n_sentences")}
+        for name, value in metrics.items():
+            if name in _NOT_METRICS or value is None or isinstance(value, (str, list, dict, bool)):
+                continue
+            rows.append({**base, **common, **depends, "split": split, "metric": name, "value": float(value)})
+    _write(folder, rows, {"status": "finished", "run_id": spec.run_id, "benchmark": spec.benchmark})
+
+
+def write_failure(folder: Path, spec: "RunSpec", message: str, provenance: dict[str, Any]) -> None:
+    """A failed run is one row with status 'failed' and its error message."""
+    row = {**_base(spec, provenance), "status": "failed", "split": "", "metric": "failed", "value": math.nan,
+           "error": message}
+    _write(folder, [row], {"status": "failed", "run_id": spec.run_id, "benchmark": spec.benchmark,
+                           "error": message})
+
+
+# -- reading ----------------------------------------------------------------------------------------
+def load_results(results_dir: str | Path) -> pd.DataFrame:
+    """All rows under results_dir (one rows.csv per run folder) as one DataFrame."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ResultsError(f"results folder not found: {results_dir} (run `textsvae bench NAME` first)")
+    frames = []
+    for path in sorted(results_dir.glob("*/rows.csv")):
+        try:
+            frames.append(pd.read_csv(path, dtype={"run_id": str, "params": str, "error": str}))
+        except (ValueError, OSError) as exc:
+            log.warning("skipping unreadable %s (%s)", path, exc)
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)
+
+
+def summarize(df: pd.DataFrame, split: str = "test") -> str:
+    """Runs per benchmark and status, and the mean of the main metrics per dataset x decoder x method."""
+    if df.empty:
+        return "no results yet"
+    runs = df.drop_duplicates("run_id")
+    lines = []
+    for (bench, status), n in runs.groupby(["benchmark", "status"]).size().items():
+        lines.append(f"{bench}: {n} run(s) {status}")
+    main = df[(df.status == "finished") & (df.split == split) & df.metric.isin(["iw_nll", "kl", "mi", "au", "ppl"])]
+    if not main.empty:
+        pivot = main.pivot_table(index=["dataset", "decoder", "label"], columns="metric", values="value",
+                                 aggfunc="mean")
+        pivot.insert(0, "n", main.groupby(["dataset", "decoder", "label"]).run_id.nunique())
+        lines += ["", f"means over seeds ({split} split):", pivot.round(2).to_string()]
+    failed = runs[runs.status == "failed"]
+    for _, r in failed.iterrows():
+        lines.append(f"failed: {r.run_id} {r.dataset} {r.decoder} {r.label} seed {r.seed}: {r.error}")
+    return "\n".join(lines)
+
+
+# -- tables -----------------------------------------------------------------------------------------
+def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] | list[str], split: str = "test") -> pd.DataFrame:
+    """Mean, sample std and n over seeds per (dataset, label, decoder, metric), with `best` marked.
+
+    best: the highest (higher_is_better) or lowest mean in its (dataset, metric) column, compared at
+    the printed precision (ties are all marked); a column of one row, or where every row ties, marks none.
+    """
+    d = df[(df.status == "finished") & (df.split == split) & df.metric.isin(list(metrics))]
+    stats = (d.groupby(["dataset", "label", "decoder", "metric"], sort=False).value
+             .agg(mean="mean", std="std", n="count").reset_index())
+    stats["best"] = False
+    for (_, metric), group in stats.groupby(["dataset", "metric"]):
+        better = metric_info(metric).higher_is_better
+        if better is None or group["mean"].isna().all():
+            continue
+        shown = group["mean"].round(metric_info(metric).digits)
+        winners = shown == (shown.max() if better else shown.min())
+        if len(group) < 2 or winners.all():
+            continue
+        stats.loc[group.index[winners], "best"] = True
+    return stats
+
+
+@dataclass
+class Table:
+    datasets: list[str]
+    metrics: list[str]
+    rows: list[dict[str, Any]]   # {label, decoder, source, cells: {(dataset, metric): (mean, std, n, best)}, n: {dataset: n}}
+
+
+def build_table(df: pd.DataFrame, bench: "Benchmark", split: str = "test") -> Table:
+    """The benchmark's pivot: rows method x decoder in the file's order, then the reported rows."""
+    from .reported import reported_rows
+
+    ids = {s.run_id for s in bench.runs}
+    mine = df[df.run_id.isin(ids)]
+    stats = aggregate(mine, bench.metrics, split)
+    datasets = list(dict.fromkeys(s.dataset for s in bench.runs))
+    rows: list[dict[str, Any]] = []
+    for key in dict.fromkeys((s.label, s.decoder) for s in bench.runs):
+        cells, ns = {}, {}
+        for dataset in datasets:
+            sub = stats[(stats.dataset == dataset) & (stats.label == key[0]) & (stats.decoder == key[1])]
+            for _, r in sub.iterrows():
+                cells[(dataset, r.metric)] = (r["mean"], r["std"], int(r["n"]), bool(r["best"]))
+            ns[dataset] = int(sub["n"].max()) if len(sub) else 0
+        rows.append({"label": key[0], "decoder": key[1], "source": "", "cells": cells, "n": ns})
+    for rep in reported_rows(bench.reported):
+        if rep["dataset"] not in datasets:
+            continue
+        cells = {(rep["dataset"], m): (rep[m], math.nan, 1, False) for m in bench.metrics if m in rep}
+        rows.append({"label": rep["label"], "decoder": rep["decoder"], "source": f"reported: {rep['source']}",
+                     "cells": cells, "n": {}})
+    return Table(datasets=datasets, metrics=list(bench.metrics), rows=rows)
+
+
+def _number(mean: float, std: float, n: int, digits: int, pm: str) -> str:
+    if n > 1 and not math.isnan(std):
+        return f"{mean:.{digits}f}{pm}{std:.{digits}f}"
+    return f"{mean:.{digits}f}"
+
+
+def _columns(table: Table) -> list[tuple[str, str]]:
+    return [(d, m) for d in table.datasets for m in ["n", *table.metrics]]
+
+
+def _title(table: Table, dataset: str, metric: str) -> str:
+    title = "n" if metric == "n" else metric_info(metric).title
+    return f"{dataset} {title}" if len(table.datasets) > 1 else title
+
+
+def _cell(row: dict[str, Any], dataset: str, metric: str, pm: str, bold: str) -> str:
+    if metric == "n":
+        return str(row["n"].get(dataset, 0)) if not row["source"] else "-"
+    if (dataset, metric) not in row["cells"]:
+        return "-"
+    mean, std, n, best = row["cells"][(dataset, metric)]
+    text = _number(mean, std, n, metric_info(metric).digits, pm)
+    return bold.format(text) if best else text
+
+
+def render_markdown(table: Table) -> str:
+    header = ["Method", "Decoder"] + [_title(table, d, m) for d, m in _columns(table)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    for row in table.rows:
+        label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
+        cells = [_cell(row, d, m, " ± ", "**{}**") for d, m in _columns(table)]
+        lines.append("| " + " | ".join([label, row["decoder"]] + cells) + " |")
+    notes = "\n\nMean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column " \
+            "(NLL, PPL lower; KL, MI, AU, probe higher). Test split; NLL is IW-NLL in nats per sentence."
+    return "\n".join(lines) + notes + "\n"
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(a, b)
+    return text
+
+
+def render_latex(table: Table) -> str:
+    cols = _columns(table)
+    lines = [r"\begin{tabular}{ll" + "r" * len(cols) + "}", r"\toprule",
+             " & ".join(["Method", "Decoder"] + [_latex_escape(_title(table, d, m)) for d, m in cols]) + r" \\",
+             r"\midrule"]
+    in_reported = False
+    for row in table.rows:
+        if row["source"] and not in_reported:
+            lines.append(r"\midrule")
+            in_reported = True
+        label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
+        cells = [_cell(row, d, m, r" $\pm$ ", r"\textbf{{{}}}") for d, m in cols]
+        lines.append(" & ".join([_latex_escape(label), row["decoder"]] + cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(table: Table) -> str:
+    records = []
+    for row in table.rows:
+        rec: dict[str, Any] = {"method": row["label"], "decoder": row["decoder"], "source": row["source"] or "this suite"}
+        for d in table.datasets:
+            prefix = f"{d}_" if len(table.datasets) > 1 else ""
+            rec[f"{prefix}n"] = row["n"].get(d, "")
+            for m in table.metrics:
+                mean, std, n, best = row["cells"].get((d, m), (math.nan, math.nan, 0, False))
+                rec.update({f"{prefix}{m}_mean": mean, f"{prefix}{m}_std": std, f"{prefix}{m}_n": n,
+                            f"{prefix}{m}_best": best})
+        records.append(rec)
+    return pd.DataFrame(records).to_csv(index=False)
+
+
+RENDERERS = {"md": render_markdown, "latex": render_latex, "csv": render_csv}
+COMMENT = {"md": "", "latex": "% ", "csv": "# "}
+
+
+def render(table: Table, fmt: str, header: list[str] | None = None) -> str:
+    """The table in md, latex or csv, with optional header lines (comments in latex and csv)."""
+    if fmt not in RENDERERS:
+        raise ResultsError(f"unknown format '{fmt}'; valid formats: {', '.join(RENDERERS)}")
+    body = RENDERERS[fmt](table)
+    if not header:
+        return body
+    if fmt == "md":
+        return "\n".join(f"{line}  " if line else "" for line in header) + "\n\n" + body
+    return "".join(f"{COMMENT[fmt]}{line}\n" for line in header) + body
+
+
+def _date_range(rows: pd.DataFrame) -> str:
+    days = sorted({str(d)[:10] for d in rows["date"].dropna()})
+    return "-" if not days else days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
+def provenance_lines(df: pd.DataFrame, bench: "Benchmark", results_dir: Path) -> list[str]:
+    """Machine, device, commit, run time and bench wall time of the rows behind a table."""
+    from .io import read_jsonl
+
+    mine = df[df.run_id.isin({s.run_id for s in bench.runs})].drop_duplicates("run_id")
+    finished = mine[mine.status == "finished"]
+    join = lambda col: ", ".join(sorted({str(v) for v in finished[col].dropna()})) or "-"  # noqa: E731
+    lines = [f"Runs: {len(finished)} finished, {int((mine.status == 'failed').sum())} failed, "
+             f"{len(bench.runs) - len(mine)} missing of {len(bench.runs)}; "
+             f"run time {finished.wall_seconds.sum() / 60:.1f} min (train + eval, summed over runs)",
+             f"Machine: {join('machine')}; device: {join('device')}; commit {join('git_commit')}; "
+             f"textsvae {join('version')}; dates {_date_range(finished)}"]
+    sessions = read_jsonl(results_dir / f"{bench.name}.bench.jsonl")
+    if sessions:
+        wall = sum(s.get("seconds", 0.0) for s in sessions)
+        jobs = ", ".join(sorted({str(s.get("jobs")) for s in sessions}))
+        lines.append(f"Bench wall time: {wall / 60:.1f} min over {len(sessions)} invocation(s), --jobs {jobs}")
+    return lines
