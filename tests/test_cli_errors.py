@@ -188,10 +188,11 @@ CASES = [
     Case("--resume: config.json unreadable", ["train", "--resume", "{tmp}/run"],
          "{tmp}/run/config.json is unreadable (JSONDecodeError)",
          setup=lambda t: (t / "run" / "config.json").write_text('{"model": {')),
-    Case("--resume: config.json bad value", ["train", "--resume", "{tmp}/run"], "epochs must be >= 1, got 0",
+    Case("--resume: config.json bad value", ["train", "--resume", "{tmp}/run"],
+         "{tmp}/run/config.json: epochs must be >= 1, got 0",
          setup=lambda t: edit_json(t / "run" / "config.json", lambda c: c["train"].update(epochs=0))),
     Case("--resume: config.json unknown key", ["train", "--resume", "{tmp}/run"],
-         "unknown config key(s) ['nope'] in section 'train'",
+         "{tmp}/run/config.json: unknown config key(s) ['nope'] in section 'train'",
          setup=lambda t: edit_json(t / "run" / "config.json", lambda c: c["train"].update(nope=1))),
     Case("--resume: vocab.json missing", ["train", "--resume", "{tmp}/run"],
          "{tmp}/run has no readable tokenizer (vocab.json / spm.model): FileNotFoundError",
@@ -243,9 +244,14 @@ def test_bad_input_is_one_line_and_non_zero(case: Case, tmp_path: Path, finished
 def test_force_replaces_a_run(tmp_path, finished_run):
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
+    (run / "eval_test_k500.json").write_text("{}")               # an evaluation of the old run
+    (run / ".last.pt.abc.tmp").write_bytes(b"torn")               # a temporary left by a kill
+    (run / "notes.txt").write_text("mine")                        # not the suite's: kept
     result = CliRunner().invoke(cli, ["train", *TINY, "--seed", "1", "-o", str(run), "--force"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "config.json").read_text())["train"]["seed"] == 1
+    assert not (run / "eval_test_k500.json").exists() and not (run / ".last.pt.abc.tmp").exists()
+    assert (run / "notes.txt").read_text() == "mine"
 
 
 def test_a_one_megabyte_line_trains_with_max_len(tmp_path):

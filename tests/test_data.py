@@ -143,9 +143,13 @@ def test_utf8_byte_order_mark_is_not_part_of_the_first_word(tmp_path):
     assert corpus.vocab.tokens[4:] == ["the", "cat", "dog"]
 
 
-def test_a_one_megabyte_line_is_read_and_cut_by_max_len(tmp_path):
+def test_a_one_megabyte_line_is_read_and_cut_by_max_len(tmp_path, caplog):
     huge = " ".join(["w"] * 500_000)   # 1 MB, 500k tokens
     folder = write_corpus(tmp_path / "c", ["a b", huge, "c"], ["a " * 300_000])
+    with caplog.at_level("WARNING", logger="textsvae.data.corpus"):
+        uncut = load_corpus(DataConfig(data=str(folder)), needed=("train",))
+    assert [len(s) for s in uncut.splits["train"]] == [2, 500_000, 1]
+    assert "train: the longest line has 500000 tokens" in caplog.text and "max_len" in caplog.text
     corpus = load_corpus(DataConfig(data=str(folder), max_len=50))
     assert [len(s) for s in corpus.splits["train"]] == [2, 50, 1]
     assert corpus.stats["train"]["long_lines_affected"] == 1

@@ -222,8 +222,9 @@ def test_minibatch_mi_is_bounded_by_the_batch():
     far = torch.arange(64.0).unsqueeze(1) * 100
     logvar = torch.full((64, 1), -4.0)
     g = torch.Generator().manual_seed(0)
-    assert mutual_information(far, logvar, g) == pytest.approx(math.log(64), abs=1e-9)
-    assert mutual_information_minibatch(far, logvar, 16, g) == pytest.approx(math.log(16), abs=1e-9)
+    # tolerance: q(z) is computed by a float64 matmul expansion, exact to ~1e-8 at |mu| ~ 1e3
+    assert mutual_information(far, logvar, g) == pytest.approx(math.log(64), abs=1e-7)
+    assert mutual_information_minibatch(far, logvar, 16, g) == pytest.approx(math.log(16), abs=1e-7)
 
 
 def test_active_units_use_the_unbiased_variance():

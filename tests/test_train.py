@@ -242,7 +242,7 @@ def test_resume_drops_log_rows_after_the_checkpoint_and_a_torn_line(tmp_path):
     ckpt["config"] = tiny(epochs=2).to_dict()
     torch.save(ckpt, cut / "last.pt")
     with open(cut / "log.jsonl", "a") as f:
-        f.write(json.dumps({"epoch": 2, "stale": True}) + "\n" + '{"epoch": 3, "torn')
+        f.write(json.dumps({"epoch": 2, "stale": True}) + "\n" + "[1]\n" + '{"epoch": 3, "torn')
     resume_run(cut)
     assert_same_run(cut, full)
 

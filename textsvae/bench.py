@@ -407,7 +407,8 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
     tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info) for spec in todo]
     by_id = {s.run_id: s for s in todo}
     executor = make_executor(n_jobs, engine)
-    executor.on_start(lambda task: log.info("  start   %s", _describe(task.spec)))
+    executor.on_start(lambda task: log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "config.json")
+                                            .exists() else "start", _describe(task.spec)))
     done = 0
     for outcome in executor.map_unordered(execute_run, tasks):
         done += 1

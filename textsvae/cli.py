@@ -237,7 +237,12 @@ def bench(name, jobs, results_dir, benchmarks_dir, retry_failed, dry_run):
             click.echo(f"{run.run_id}  {run_status(results / run.run_id):8s} {run.dataset} {run.decoder} "
                        f"{run.label} seed {run.seed}")
         return
-    report = run_benchmark(spec, results, jobs, retry_failed)
+    try:
+        report = run_benchmark(spec, results, jobs, retry_failed)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
+                   f"again", err=True)
+        sys.exit(130)
     if not report.finished and not report.busy and report.already_done == report.total:
         click.echo(f"{spec.name}: nothing to do, all {report.total} runs are finished in {results}")
     else:

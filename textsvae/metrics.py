@@ -109,15 +109,25 @@ def sample_posterior(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int = 1,
     return sample_diag_gaussian(mu, logvar, eps)
 
 
-def log_aggregate_posterior(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 256) -> torch.Tensor:
-    """log q(z) = logsumexp_m log q(z|x_m) - log M with q(z) = (1/M) sum_m q(z|x_m); z (..., D) -> (...)."""
-    flat = z.reshape(-1, z.size(-1))
-    out = torch.empty(flat.size(0), device=z.device, dtype=z.dtype)
+def log_aggregate_posterior(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """log q(z) = logsumexp_m log q(z|x_m) - log M with q(z) = (1/M) sum_m q(z|x_m); z (..., D) -> (...).
+
+    All M densities at once through the expansion (two matmuls per chunk of z rows), in float64
+    because the expansion cancels:
+    log q(z|x_m) = -1/2 [ z^2 . (1/s2_m) - 2 z . (mu_m/s2_m) + sum_d (mu_md^2/s2_md + log s2_md) + D log 2 pi ].
+    """
+    center = mu.double().mean(0)                       # (z - mu) is shift-invariant; centring cuts cancellation
+    flat = z.reshape(-1, z.size(-1)).double() - center
+    mu, logvar = mu.double() - center, logvar.double()
+    precision = torch.exp(-logvar)                                                     # (M, D)
+    const = (mu.pow(2) * precision + logvar).sum(-1) + mu.size(-1) * math.log(2 * math.pi)  # (M,)
+    out = torch.empty(flat.size(0), device=z.device, dtype=torch.float64)
     for start in range(0, flat.size(0), chunk):
-        zc = flat[start:start + chunk].unsqueeze(1)                                   # (C, 1, D)
-        log_q_all = log_normal_diag(zc, mu.unsqueeze(0), logvar.unsqueeze(0))         # (C, M)
+        zc = flat[start:start + chunk]                                                # (C, D)
+        quad = zc.pow(2) @ precision.t() - 2 * (zc @ (mu * precision).t())            # (C, M)
+        log_q_all = -0.5 * (quad + const)
         out[start:start + chunk] = torch.logsumexp(log_q_all, dim=1) - math.log(mu.size(0))
-    return out.view(z.shape[:-1])
+    return out.view(z.shape[:-1]).to(z.dtype)
 
 
 def aggregate_posterior_terms(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
@@ -128,6 +138,7 @@ def aggregate_posterior_terms(mu: torch.Tensor, logvar: torch.Tensor, generator:
     agg_kl = mean_ns [ log q(z_ns) - log p(z_ns) ]           (KL of the aggregate posterior to the prior)
     so MI + agg_kl = mean_ns [ log q(z_ns|x_n) - log p(z_ns) ], a Monte-Carlo estimate of E_x KL(q(z|x) || p(z)).
     """
+    mu, logvar = mu.double(), logvar.double()  # log q(z) is a sum of near-equal terms: keep float64
     z = sample_posterior(mu, logvar, n_samples, generator)
     zs = z if n_samples > 1 else z.unsqueeze(1)                                       # (N, S, D)
     log_q_own = log_normal_diag(zs, mu.unsqueeze(1), logvar.unsqueeze(1))             # (N, S)

@@ -42,10 +42,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch") -> 
         logs = [(f"{label} ({Path(d).name})", rows) for (label, rows), d in zip(logs, run_dirs)]
     fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4), constrained_layout=True)
     for ax, (key, title) in zip(axes, PANELS):
-        for label, rows in logs:
+        for i, (label, rows) in enumerate(logs):  # fixed style per run: panels where a run has no value agree
             points = [(r[x], r[key]) for r in rows if r.get(key) is not None and x in r]
-            if points:
-                ax.plot(*zip(*points), marker="o", markersize=3, label=label)
+            style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[(i // 10) % 4]}
+            ax.plot(*(zip(*points) if points else ([], [])), marker="o", markersize=3, label=label, **style)
         ax.set_title(title)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
@@ -54,5 +54,4 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch") -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
-    log.info("wrote %s", out)
     return out

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data.batching import bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
@@ -166,8 +166,10 @@ class Trainer:
         if d.exists() and any((d / f).exists() for f in RUN_FILES):
             if not force:
                 raise RunError(f"{d} already holds a run; use --resume to continue it or --force to overwrite it")
-            for f in RUN_FILES:
-                (d / f).unlink(missing_ok=True)
+            # the old run's files, its evaluations and any temporaries a kill left behind
+            stale = [d / f for f in RUN_FILES] + list(d.glob("eval_*.json")) + list(d.glob(".*.tmp"))
+            for f in stale:
+                f.unlink(missing_ok=True)
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_json(d / "config.json", self.config.to_dict())
         self.corpus.vocab.save(d)
@@ -412,8 +414,10 @@ def read_run_config(run_dir: str | Path) -> RunConfig:
         raise RunError(f"{run_dir} holds no run (no config.json)")
     try:
         return RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
         raise RunError(f"{run_dir}/config.json is unreadable ({type(exc).__name__})") from None
+    except ConfigError as exc:
+        raise RunError(f"{run_dir}/config.json: {exc}") from None
 
 
 def resume_run(run_dir: str | Path) -> dict[str, Any]:
@@ -440,6 +444,6 @@ def _truncate_log(run_dir: Path, epochs_done: int) -> None:
     if not path.exists():
         return
     rows = read_jsonl(path)
-    kept = [r for r in rows if r["epoch"] <= epochs_done]
+    kept = [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int) and r["epoch"] <= epochs_done]
     if len(kept) != len(path.read_text(encoding="utf-8").splitlines()):
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))

@@ -21,6 +21,9 @@ NAMED_CORPORA = ("ptb", "yahoo", "yelp")
 _SPLIT_SPELLINGS = {"train": ("train",), "valid": ("valid", "val", "validation", "dev"), "test": ("test",)}
 
 
+LONG_LINE_WARNING = 10_000  # tokens; longer lines without max_len get a warning
+
+
 class CorpusError(ValueError):
     """A corpus that cannot be read; the message is one line for the user."""
 
@@ -203,6 +206,10 @@ def load_corpus(cfg: DataConfig, vocab: Vocab | None = None, needed: tuple[str, 
         if not ids:
             raise CorpusError(f"every line of the '{split}' split is longer than max_len={cfg.max_len} "
                               f"and long_lines=drop")
+        longest = max(len(s) for s in ids)
+        if cfg.max_len is None and longest > LONG_LINE_WARNING:
+            log.warning("%s: the longest line has %d tokens; a batch holding it needs memory in proportion "
+                        "(--set max_len=N truncates or, with long_lines=drop, drops such lines)", split, longest)
         if affected:
             verb = "truncated" if cfg.long_lines == "truncate" else "dropped"
             log.warning("%s: %d of %d lines %s to max_len=%d", split, affected, len(lines[split]), verb, cfg.max_len)
