@@ -165,12 +165,12 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(textsvae.evaluation, "evaluate_run", interrupt)
         with pytest.raises(KeyboardInterrupt):
-            run_benchmark(b, results, jobs=1)
+            run_benchmark(b, results, jobs=1, threads=1)
     first = results / b.runs[0].run_id
     assert (first / "best.pt").exists() and not (first / "rows.csv").exists() and not (first / ".lock").exists()
     log_rows = (first / "log.jsonl").read_text().splitlines()
 
-    report = run_benchmark(b, results, jobs=1)
+    report = run_benchmark(b, results, jobs=1, threads=1)
     assert sorted(report.finished) == sorted(r.run_id for r in b.runs) and not report.failed
     assert (first / "log.jsonl").read_text().splitlines() == log_rows  # resumed, not retrained
     df = load_results(results)
@@ -180,13 +180,17 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
     assert (test_rows.iw_samples == 2).all() and (df.status == "finished").all()
     stamp = (first / "rows.csv").stat().st_mtime_ns
 
-    again = run_benchmark(b, results, jobs=1)
+    again = run_benchmark(b, results, jobs=1, threads=1)
     assert again.finished == [] and again.already_done == 2
     assert (first / "rows.csv").stat().st_mtime_ns == stamp
-    out = CliRunner().invoke(cli, ["bench", "tiny", "--benchmarks-dir", str(bdir), "--results", str(results)])
+    out = CliRunner().invoke(cli, ["bench", "tiny", "--benchmarks-dir", str(bdir), "--results", str(results),
+                                   "--threads", "1"])
     assert out.exit_code == 0, out.output
     assert "nothing to do, all 2 runs are finished" in out.output
     assert "| vae | standard | 1 |" in out.output
+    import torch
+
+    assert torch.get_num_threads() == 1  # runs used the threads asked for (conftest's 1)
 
 
 def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch):
@@ -203,17 +207,17 @@ def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch):
         return real_train(folder, spec, threads, fresh)
 
     monkeypatch.setattr(B, "_train", diverge_on_skip)
-    report = run_benchmark(b, results, jobs=1)
+    report = run_benchmark(b, results, jobs=1, threads=1)
     assert len(report.finished) == 1
     assert [(s.decoder, msg) for s, msg in report.failed] == [("skip", "TrainingDiverged: loss became NaN at step 1")]
     df = load_results(results)
     failed = df[df.status == "failed"]
     assert list(failed.decoder) == ["skip"] and "NaN" in failed.error.iloc[0]
     # not retried unless asked; still reported
-    again = run_benchmark(b, results, jobs=1)
+    again = run_benchmark(b, results, jobs=1, threads=1)
     assert again.finished == [] and len(again.failed) == 1
     monkeypatch.setattr(B, "_train", real_train)
-    retried = run_benchmark(b, results, jobs=1, retry_failed=True)
+    retried = run_benchmark(b, results, jobs=1, retry_failed=True, threads=1)
     assert len(retried.finished) == 1 and not retried.failed
     assert (load_results(results).status == "finished").all()
 

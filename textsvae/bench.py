@@ -375,8 +375,11 @@ def provenance() -> dict[str, Any]:
 
 
 def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, jobs: str | int | None = "auto",
-                  retry_failed: bool = False, engine: str = "local") -> BenchReport:
-    """Run the benchmark's missing runs (resuming half-done ones), `jobs` at a time."""
+                  retry_failed: bool = False, engine: str = "local", threads: int | None = None) -> BenchReport:
+    """Run the benchmark's missing runs (resuming half-done ones), `jobs` at a time.
+
+    threads: torch threads per run (default cores // jobs).
+    """
     from .executor import make_executor, parse_jobs, threads_per_job
 
     import torch
@@ -400,7 +403,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
         return report
     n_jobs = parse_jobs(jobs, len(todo), gpu=torch.cuda.is_available())
     report.jobs = n_jobs
-    threads = threads_per_job(n_jobs)
+    threads = threads or threads_per_job(n_jobs)
     info = provenance()
     log.info("%s: %d of %d runs to do (%d already done), %d job(s) x %d thread(s), results in %s",
              bench.name, len(todo), report.total, report.already_done, n_jobs, threads, results_dir)

@@ -216,9 +216,11 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, as_json):
               help="Results folder (default runs/bench).")
 @click.option("--benchmarks-dir", type=click.Path(file_okay=False), default=None,
               help="Extra folder of benchmark files (default: ./benchmarks and the repo's benchmarks/).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per run (default cores // jobs).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
-def bench(name, jobs, results_dir, benchmarks_dir, retry_failed, dry_run):
+def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, dry_run):
     """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
 
     Without NAME, list the benchmarks found.
@@ -238,7 +240,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, retry_failed, dry_run):
                        f"{run.label} seed {run.seed}")
         return
     try:
-        report = run_benchmark(spec, results, jobs, retry_failed)
+        report = run_benchmark(spec, results, jobs, retry_failed, threads=threads)
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
                    f"again", err=True)
