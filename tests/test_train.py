@@ -350,3 +350,25 @@ def test_core_modules_write_files_only_through_textsvae_io(module):
     source = (REPO / "textsvae" / module).read_text()
     pattern = r"\.write_text\(|\.write_bytes\(|torch\.save\(|\bopen\([^)]*['\"][wax]b?\+?['\"]|\.to_csv\(\s*[^)\s]|savefig\("
     assert not re.findall(pattern, source)
+
+
+# -- the step monitor --------------------------------------------------------------------------
+
+def test_step_monitor_logs_rows_and_leaves_training_unchanged(tmp_path):
+    """monitor_every=N writes one monitor.jsonl row every N steps (Rec, KL, MI <= log(subset), AU) and, drawing
+    from its own RNG, leaves the training trajectory bit-identical to a run without it."""
+    import math
+
+    train_run(tiny(), tmp_path / "plain")
+    train_run(tiny(monitor_every=3, monitor_size=10), tmp_path / "watched")
+    plain, watched = rows_without_timing(tmp_path / "plain"), rows_without_timing(tmp_path / "watched")
+    assert [{k: v for k, v in r.items() if not k.startswith("valid_")} for r in plain] == \
+           [{k: v for k, v in r.items() if not k.startswith("valid_")} for r in watched]
+    wa, wb = weights(tmp_path / "plain" / "last.pt"), weights(tmp_path / "watched" / "last.pt")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = read_jsonl(tmp_path / "watched" / "monitor.jsonl")
+    steps = watched[-1]["step"]
+    assert [r["step"] for r in rows] == list(range(3, steps + 1, 3))
+    for r in rows:
+        assert r["valid_kl"] >= 0 and r["valid_mi"] <= math.log(10) + 1e-9 and 0 <= r["valid_au"] <= 8
+        assert r["valid_monitor_size"] == 10 and r["valid_rec"] > 0

@@ -67,6 +67,7 @@ class TrainConfig:
     device: str = "auto"           # "auto" (cuda if available), "cpu", "cuda", "cuda:1", ...
     precision: str = "fp32"        # "fp32", or "bf16" autocast (opt-in: matmuls in bf16, softmax in fp32)
     monitor_size: int = 500        # validation sentences used for the per-epoch MI and AU
+    monitor_every: int = 0         # also log Rec, KL, MI, AU on that subset every N steps (monitor.jsonl); 0: off
     progress: bool = True          # show a progress bar
 
 
@@ -230,6 +231,7 @@ def validate(config: RunConfig) -> RunConfig:
          "decay_patience must be >= 1, max_decays and decay_start_epoch >= 0"),
         (t.max_steps is None or t.max_steps >= 1, f"max_steps must be >= 1, got {t.max_steps}"),
         (t.threads is None or t.threads >= 1, f"threads must be >= 1, got {t.threads}"),
+        (t.monitor_every >= 0, f"monitor_every must be >= 0, got {t.monitor_every}"),
         (t.monitor_size >= 2, f"monitor_size must be >= 2, got {t.monitor_size}"),
         (e.iw_samples >= 1, f"iw_samples must be >= 1, got {e.iw_samples}"),
         (e.eval_batch_size >= 1, f"eval_batch_size must be >= 1, got {e.eval_batch_size}"),

@@ -1,12 +1,14 @@
-"""Training curves from log.jsonl: KL, MI, AU, beta and reconstruction per epoch, one line per run."""
+"""Training curves from monitor.jsonl (every N steps) or log.jsonl (per epoch): KL, MI, AU, beta and
+reconstruction, one line per run."""
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
 
 from .config import ConfigError
-from .io import read_jsonl
+from .io import atomic_write_bytes, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch") -> 
 
     logs = []
     for d in map(Path, run_dirs):
-        rows = read_jsonl(d / "log.jsonl")
+        # monitor.jsonl (every `monitor_every` steps, all on the monitor subset) when the run has it
+        rows = read_jsonl(d / "monitor.jsonl") or read_jsonl(d / "log.jsonl")
         if not rows:
             raise ConfigError(f"{d} has no training log (log.jsonl missing or empty)")
         logs.append((run_label(d), rows))
@@ -52,6 +55,8 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch") -> 
     axes[0].legend(fontsize="small")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(out, buffer.getvalue())
     plt.close(fig)
     return out

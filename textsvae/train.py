@@ -32,8 +32,8 @@ from .validation import validate
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.json", "vocab.json", "spm.model", "log.jsonl", "last.pt", "best.pt", "state.json",
-             "summary.json")
+RUN_FILES = ("config.json", "vocab.json", "spm.model", "log.jsonl", "monitor.jsonl", "last.pt", "best.pt",
+             "state.json", "summary.json")
 
 
 class RunError(RuntimeError):
@@ -285,6 +285,8 @@ class Trainer:
             counts["beta"] = beta
             s.step += 1
             s.batch_in_epoch = i + 1
+            if t.monitor_every and s.step % t.monitor_every == 0:
+                self._monitor(beta)
             if s.step % 50 == 0 or i + 1 == self.steps_per_epoch:  # one host sync every 50 steps
                 self._check_finite(first_bad, epoch)
                 if bar is not None:
@@ -324,6 +326,17 @@ class Trainer:
                  s.epoch, row["train_loss"], valid["loss"], valid["rec"], valid["kl"],
                  _fmt(valid.get("mi")), valid.get("au", "-"), valid["ppl_bound"], row["tokens_per_s"])
         self.save_checkpoint()
+
+    def _monitor(self, beta: float) -> None:
+        """Rec, KL, MI and AU on the monitor subset of valid, appended to monitor.jsonl (collapse as it happens)."""
+        subset = self.corpus.splits["valid"][: self.config.train.monitor_size]
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # leaves the training RNG (and so resume) untouched
+            valid = validate(self.model, self.method, subset, self.config, self.device)
+        s = self.state
+        append_jsonl(self.run_dir / "monitor.jsonl", {
+            "step": s.step, "epoch": s.step / self.steps_per_epoch, "beta": beta,
+            **{f"valid_{k}": v for k, v in valid.items()}})
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         step = int(first_bad)  # the host sync
@@ -435,15 +448,16 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
             log.info("%s is already finished (%s)", run_dir, trainer.state.stop_reason)
             return trainer._finish()
     _truncate_log(run_dir, trainer.state.epoch)
+    _truncate_log(run_dir, trainer.state.step, name="monitor.jsonl", key="step")
     return trainer.fit()
 
 
-def _truncate_log(run_dir: Path, epochs_done: int) -> None:
-    """Drop log rows written after the checkpoint, and a torn last line (a kill mid-write)."""
-    path = run_dir / "log.jsonl"
+def _truncate_log(run_dir: Path, done: int, name: str = "log.jsonl", key: str = "epoch") -> None:
+    """Drop log rows written after the checkpoint (row[key] > done), and a torn last line (a kill mid-write)."""
+    path = run_dir / name
     if not path.exists():
         return
     rows = read_jsonl(path)
-    kept = [r for r in rows if isinstance(r, dict) and isinstance(r.get("epoch"), int) and r["epoch"] <= epochs_done]
+    kept = [r for r in rows if isinstance(r, dict) and isinstance(r.get(key), int) and r[key] <= done]
     if len(kept) != len(path.read_text(encoding="utf-8").splitlines()):
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
