@@ -239,22 +239,54 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+STALE_EMPTY_LOCK_S = 30.0  # a lock still empty this long after its creation: its creator died before writing it
+
+
+def _remove_stale_lock(path: Path, seen: bytes) -> bool:
+    """Remove path if it still holds exactly `seen` (the dead holder's lock), by renaming it aside first.
+
+    Unlinking by name could remove a live lock that another process made after `seen` was read; a
+    rename moves one file atomically, and a lock that turns out not to be `seen` is put back.
+    """
+    aside = path.with_name(f".lock.stale.{os.getpid()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True  # someone else removed it: try to create ours
+    if aside.read_bytes() == seen:
+        aside.unlink(missing_ok=True)
+        return True
+    try:  # a live lock: restore it (unless yet another process has locked meanwhile)
+        os.link(aside, path)
+    except OSError as exc:
+        log.warning("could not restore the lock %s (%s)", path, exc)
+    aside.unlink(missing_ok=True)
+    return False
+
+
 def acquire_lock(folder: Path) -> Path:
     """Create folder/.lock with O_CREAT | O_EXCL; a lock left by a dead process on this host is taken over."""
     path = folder / ".lock"
     host = socket.gethostname()
-    for _ in range(2):
+    for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
-                info = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
+                seen = path.read_bytes()
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile
+            try:
+                info = json.loads(seen or b"{}")
+            except ValueError:
                 info = {}
-            if info.get("host") == host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"]):
-                log.warning("removing a stale lock of dead process %s: %s", info["pid"], path)
-                path.unlink(missing_ok=True)
-                continue
+            info = info if isinstance(info, dict) else {}
+            dead = info.get("host") == host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])
+            if dead or (not seen and age > STALE_EMPTY_LOCK_S):
+                log.warning("removing a stale lock of dead process %s: %s", info.get("pid", "?"), path)
+                if _remove_stale_lock(path, seen):
+                    continue
             raise LockBusy(f"run {folder.name} is held by process {info.get('pid')} on {info.get('host')} "
                            f"(delete {path} if that process is gone)") from None
         with os.fdopen(fd, "w") as f:
@@ -306,7 +338,8 @@ def _train(folder: Path, spec: RunSpec, threads: int, fresh: bool) -> dict[str, 
     from .train import RunError, read_run_config, resume_run, train_run
 
     config = apply_overrides(spec.config, {"threads": threads, "progress": False})
-    if fresh or not (folder / "config.json").exists():
+    # no last.pt: killed before its first checkpoint (maybe between config.json and vocab.json), nothing to resume
+    if fresh or not (folder / "config.json").exists() or not (folder / "last.pt").exists():
         return train_run(config, folder, force=True)
     saved = read_run_config(folder)
     if run_id(saved) != spec.run_id:
@@ -410,7 +443,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
     tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info) for spec in todo]
     by_id = {s.run_id: s for s in todo}
     executor = make_executor(n_jobs, engine)
-    executor.on_start(lambda task: log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "config.json")
+    executor.on_start(lambda task: log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "last.pt")
                                             .exists() else "start", _describe(task.spec)))
     done = 0
     for outcome in executor.map_unordered(execute_run, tasks):

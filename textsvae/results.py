@@ -31,7 +31,7 @@ COLUMNS = ["run_id", "benchmark", "dataset", "decoder", "method", "label", "para
            "version", "date", "error"]
 # keys of evaluate_run's dict that are settings or bookkeeping, not metrics
 _NOT_METRICS = {"iw_samples", "mi_n", "au_threshold", "au_variances", "n_sentences", "n_tokens", "split",
-                "eval_seed", "seconds", "probe_n"}
+                "eval_seed", "seconds", "probe_n", "eval_batch_size", "mem_budget_mb", "mi_samples"}
 
 
 class ResultsError(ConfigError):
