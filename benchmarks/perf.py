@@ -9,6 +9,8 @@ Each case runs in its own subprocess (so its peak memory is its own) one after a
   encoder LSTM, decoder LSTM and output layer (the issue's convention);
 - `iwnll`: IW-NLL with K samples over the first --eval-sentences test sentences, extrapolated to
   the whole split; FLOPs = 2 x multiply-adds of decoder LSTM + output layer per target per sample;
+- `pack`: --threads single-thread training processes side by side (how `bench --jobs N` packs
+  runs), their summed tokens/s against one process using all the threads;
 - `miau`: MI and AU over the whole test split.
 Rows are JSON; the table printed at the end quotes each rate as a fraction of the fp32 matmul.
 """
@@ -150,7 +152,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--decoders", default="standard,skip")
     p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--cases", default="matmul,train,iwnll,miau")
+    p.add_argument("--cases", default="matmul,train,pack,iwnll,miau")
     p.add_argument("--steps", type=int, default=60, help="timed training steps")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--k", type=int, default=500, help="IW samples")
@@ -170,23 +172,46 @@ def main() -> None:
             plan.append(("matmul", "", ""))
             continue
         for decoder in args.decoders.split(","):
-            for precision in (args.precisions.split(",") if case != "miau" else ["fp32"]):
+            for precision in (args.precisions.split(",") if case not in ("miau", "pack") else ["fp32"]):
                 plan.append((case, decoder, precision))
     base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
             "--eval-sentences", str(args.eval_sentences), "--probe-seconds", str(args.probe_seconds)]
     for case, decoder, precision in plan:
         print(f"... {case} {decoder} {precision}", file=sys.stderr, flush=True)
-        out = subprocess.run(base + ["--case", case, "--decoder", decoder, "--precision", precision],
-                             capture_output=True, text=True)
-        lines = [l for l in out.stdout.splitlines() if l.startswith("ROW ")]
-        if out.returncode != 0 or not lines:
-            print(out.stderr[-2000:], file=sys.stderr)
-            raise SystemExit(f"case {case} {decoder} {precision} failed")
-        rows.append(json.loads(lines[-1][4:]))
+        if case == "pack":  # --threads training processes side by side, 1 thread each: the bench's packing
+            rows.append(run_packed(base, decoder, args.threads))
+            continue
+        rows.append(_child_row(base + ["--case", case, "--decoder", decoder, "--precision", precision]))
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
     print_table(rows)
+
+
+def _child_row(command: list[str]) -> dict:
+    out = subprocess.run(command, capture_output=True, text=True)
+    return _parse_child(out.returncode, out.stdout, out.stderr, command)
+
+
+def _parse_child(returncode: int, stdout: str, stderr: str, command: list[str]) -> dict:
+    lines = [line for line in stdout.splitlines() if line.startswith("ROW ")]
+    if returncode != 0 or not lines:
+        print(stderr[-2000:], file=sys.stderr)
+        raise SystemExit(f"failed: {' '.join(command[2:])}")
+    return json.loads(lines[-1][4:])
+
+
+def run_packed(base: list[str], decoder: str, jobs: int) -> dict:
+    """`jobs` single-thread training processes at once (as `bench --jobs N` runs them): summed tokens/s."""
+    command = list(base)
+    command[command.index("--threads") + 1] = "1"
+    command += ["--case", "train", "--decoder", decoder, "--precision", "fp32"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(jobs)]
+    outputs = [p.communicate() for p in procs]
+    rows = [_parse_child(p.returncode, out, err, command) for p, (out, err) in zip(procs, outputs)]
+    return {"case": "pack", "decoder": decoder, "precision": "fp32", "threads": 1, "jobs": jobs,
+            "tokens_per_s": sum(r["tokens_per_s"] for r in rows), "gflops": sum(r["gflops"] for r in rows),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows)}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -207,6 +232,11 @@ def print_table(rows: list[dict]) -> None:
             print(f"| train | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s | {r['gflops']:.1f} | "
                   f"{frac} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32; "
                   f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f} |")
+        elif r["case"] == "pack":
+            single = fp32_train.get(r["decoder"], float("nan"))
+            print(f"| train, {r['jobs']} processes x 1 thread | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s "
+                  f"(sum) | {r['gflops']:.1f} | {frac} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
+                  f"of one process with all threads |")
         elif r["case"] == "iwnll":
             print(f"| IW-NLL K={r['k']} | {r['decoder']} | {r['precision']} | {r['sentences_per_s']:.2f} sent/s | "
                   f"{r['gflops']:.1f} | {frac} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
