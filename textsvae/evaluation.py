@@ -75,10 +75,10 @@ def eval_batches(sentences: list[list[int]], batch_size: int, vocab_size: int, m
 
 
 def posterior(model: "TextVAE", method: "Method", batch: Batch, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar) through the run's method, with autograd on (SA-VAE refines by gradient steps) and the
+    """(mu, logvar) through the run's method (SA-VAE refines them, turning autograd on for itself), with the
     global RNG forked and seeded, so a stochastic refinement is repeatable; detached."""
     devices = list(range(torch.cuda.device_count())) if batch.tokens.is_cuda else []
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
         torch.manual_seed(seed)
         mu, logvar = method.posterior(model, batch)
     return mu.detach(), logvar.detach()
