@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae import schedules
 from textsvae.cli import cli
 from textsvae.config import ConfigError, apply_overrides, preset_config
 from textsvae.data.batching import make_batch

@@ -217,7 +217,6 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        t = self.config.train
         self._write_state("running")
         log.info("model: %s decoder, %d parameters, %d train sentences, %d steps/epoch, device %s",
                  self.config.model.decoder, count_parameters(self.model), len(self._lengths),
