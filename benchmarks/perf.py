@@ -11,7 +11,11 @@ Each case runs in its own subprocess (so its peak memory is its own) one after a
   the whole split; FLOPs = 2 x multiply-adds of decoder LSTM + output layer per target per sample;
 - `pack`: --threads single-thread training processes side by side (how `bench --jobs N` packs
   runs), their summed tokens/s against one process using all the threads;
-- `miau`: MI and AU over the whole test split.
+- `miau`: MI and AU over the whole test split;
+- `reseed`: the fp32 training case again with other dropout draws (same init, same batches): how far
+  two fp32 runs' validation losses drift apart, the yardstick for the bf16 run's difference.
+Each timed case also probes the fp32 matmul rate in its own process just before and just after its timing
+(this machine's speed drifts by 10-20% over minutes); its ratio is against the faster of the two.
 Rows are JSON; the table printed at the end quotes each rate as a fraction of the fp32 matmul.
 """
 from __future__ import annotations
@@ -42,23 +46,27 @@ def macs_per_target(cfg, vocab_size: int) -> dict[str, float]:
     return {"encoder": enc, "decoder": dec, "output": out}
 
 
-def case_matmul(args) -> dict:
-    """The best rate of square matmuls of a few sizes (the most favourable: ratios to it are conservative)."""
+def matmul_rate(dtype, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
+    """The best GFLOP/s of square matmuls of these sizes (the most favourable: ratios to it are conservative)."""
     import torch
 
-    rows = []
-    for dtype in (torch.float32, torch.bfloat16):
-        best = 0.0
-        for n in (1024, 2048, 4096):
-            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
             a @ b
-            reps, start = 0, time.perf_counter()
-            while time.perf_counter() - start < args.probe_seconds:
-                a @ b
-                reps += 1
-            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
-        rows.append({"dtype": str(dtype).replace("torch.", ""), "gflops": best})
-    return {"matmul": rows}
+            reps += 1
+        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def case_matmul(args) -> dict:
+    import torch
+
+    return {"matmul": [{"dtype": str(dtype).replace("torch.", ""), "gflops": matmul_rate(dtype, seconds=args.probe_seconds)}
+                       for dtype in (torch.float32, torch.bfloat16)]}
 
 
 def _trainer(args, decoder: str, precision: str):
@@ -71,8 +79,12 @@ def _trainer(args, decoder: str, precision: str):
     return Trainer(cfg, "/nonexistent-perf-run"), cfg
 
 
-def case_train(args, decoder: str, precision: str) -> dict:
+def case_train(args, decoder: str, precision: str, dropout_seed: int | None = None) -> dict:
+    import torch
+
     trainer, cfg = _trainer(args, decoder, precision)
+    if dropout_seed is not None:  # the model is already initialised: only the dropout draws change
+        torch.manual_seed(dropout_seed)
     macs = macs_per_target(cfg, len(trainer.corpus.vocab))
     batches = trainer.train_batches(0)
     for _ in range(args.warmup):
@@ -132,7 +144,11 @@ def case_miau(args, decoder: str, precision: str) -> dict:
             "seconds": done - start, "mi": result["mi"], "au": result["au"]}
 
 
-CASES = {"matmul": case_matmul, "train": case_train, "iwnll": case_iwnll, "miau": case_miau}
+def case_reseed(args, decoder: str, precision: str) -> dict:
+    return case_train(args, decoder, "fp32", dropout_seed=1)
+
+
+CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwnll": case_iwnll, "miau": case_miau}
 
 
 def run_child(args) -> None:
@@ -141,7 +157,12 @@ def run_child(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     fn = CASES[args.case]
-    row = fn(args) if args.case == "matmul" else fn(args, args.decoder, args.precision)
+    if args.case == "matmul":
+        row = fn(args)
+    else:
+        before = matmul_rate(torch.float32, (2048, 4096))
+        row = fn(args, args.decoder, args.precision)
+        row["probe_gflops"] = [before, matmul_rate(torch.float32, (2048, 4096))]
     row.update({"case": args.case, "decoder": args.decoder, "precision": args.precision, "threads": args.threads,
                 "preset": args.preset, "peak_rss_mb": _peak_rss_mb(), "torch": torch.__version__})
     print("ROW " + json.dumps(row))
@@ -154,7 +175,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--decoders", default="standard,skip")
     p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--cases", default="matmul,train,pack,iwnll,miau")
+    p.add_argument("--cases", default="matmul,train,reseed,pack,iwnll,miau")
     p.add_argument("--steps", type=int, default=60, help="timed training steps")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--k", type=int, default=500, help="IW samples")
@@ -174,7 +195,7 @@ def main() -> None:
             plan.append(("matmul", "", ""))
             continue
         for decoder in args.decoders.split(","):
-            for precision in (args.precisions.split(",") if case not in ("miau", "pack") else ["fp32"]):
+            for precision in (args.precisions.split(",") if case not in ("miau", "pack", "reseed") else ["fp32"]):
                 plan.append((case, decoder, precision))
     base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
@@ -222,26 +243,44 @@ def print_table(rows: list[dict]) -> None:
     if ref:
         print(f"matmul probe ({probe['threads']} threads): fp32 {ref['float32']:.1f} GFLOP/s, "
               f"bf16 {ref['bfloat16']:.1f} GFLOP/s")
-    fp32_train = {r["decoder"]: r["tokens_per_s"] for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
+    fp32_train = {r["decoder"]: r for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
+    reseeded = {r["decoder"]: r for r in rows if r["case"] == "reseed"}
+
+    def of_probe(r: dict) -> str:
+        """GFLOP/s as a fraction of the row's own fp32 probe (the faster of before/after), else the run's."""
+        own = max(r.get("probe_gflops") or [0.0])
+        base = own or ref.get("float32")
+        return f"{r['gflops'] / base:.0%} of {base:.0f}" if base and "gflops" in r else "-"
+
+    def drift(r: dict) -> str:
+        base = fp32_train.get(r["decoder"])
+        if base is None or r is base:
+            return ""
+        return f" ({(r['valid_loss_after_steps'] / base['valid_loss_after_steps'] - 1):+.2%} vs fp32)"
+
     print("| case | decoder | precision | rate | GFLOP/s | of fp32 matmul | peak MB | notes |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["case"] == "matmul":
             continue
-        frac = f"{r['gflops'] / ref['float32']:.0%}" if ref and "gflops" in r else "-"
         if r["case"] == "train":
-            speedup = r["tokens_per_s"] / fp32_train[r["decoder"]] if r["decoder"] in fp32_train else float("nan")
+            base = fp32_train.get(r["decoder"])
+            speedup = r["tokens_per_s"] / base["tokens_per_s"] if base else float("nan")
             print(f"| train | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s | {r['gflops']:.1f} | "
-                  f"{frac} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32; "
-                  f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f} |")
+                  f"{of_probe(r)} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32; "
+                  f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
+        elif r["case"] == "reseed":
+            print(f"| train, other dropout draws | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s | "
+                  f"{r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} | the fp32 yardstick: valid loss after "
+                  f"{r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
         elif r["case"] == "pack":
-            single = fp32_train.get(r["decoder"], float("nan"))
+            single = fp32_train[r["decoder"]]["tokens_per_s"] if r["decoder"] in fp32_train else float("nan")
             print(f"| train, {r['jobs']} processes x 1 thread | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s "
-                  f"(sum) | {r['gflops']:.1f} | {frac} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
+                  f"(sum) | {r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
                   f"of one process with all threads |")
         elif r["case"] == "iwnll":
             print(f"| IW-NLL K={r['k']} | {r['decoder']} | {r['precision']} | {r['sentences_per_s']:.2f} sent/s | "
-                  f"{r['gflops']:.1f} | {frac} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"{r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
                   f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences |")
         else:
             print(f"| encode + MI + AU | {r['decoder']} | {r['precision']} | {r['seconds']:.2f} s | - | - | "

@@ -261,3 +261,21 @@ def test_bucket_batches_cover_every_index_once_and_group_lengths():
     assert sorted(i for b in shuffled for i in b) == list(range(10))
     # shuffling changes ties and the batch order, never which lengths share a batch
     assert {tuple(sorted(lengths[i] for i in b)) for b in shuffled} == {(1, 1, 2), (3, 3, 4), (5, 7, 8), (9,)}
+
+
+def test_batch_target_positions_are_found_on_the_host_and_match_the_mask():
+    from textsvae.data.batching import Batch
+
+    sentences = [[5, 6, 7], [8], [9, 10, 11, 12, 13], [14, 15]]
+    batch = make_batch(sentences, [0, 1, 2, 3])
+    rows, steps = batch.target_mask.nonzero(as_tuple=True)
+    assert batch.n_targets == 4 + 2 + 6 + 3
+    assert torch.equal(batch.target_rows, rows) and torch.equal(batch.target_steps, steps)
+    rebuilt = Batch(batch.tokens, batch.lengths, batch.index)          # built by hand: derived the same way
+    assert rebuilt.n_targets == batch.n_targets and torch.equal(rebuilt.target_rows, rows)
+    # S samples per sentence: every (b*S + s, t) of the row-repeated mask exactly once
+    S = 3
+    rep_rows, rep_steps = batch.target_positions(S)
+    expected = set(zip(*(t.tolist() for t in batch.target_mask.repeat_interleave(S, 0).nonzero(as_tuple=True))))
+    got = list(zip(rep_rows.tolist(), rep_steps.tolist()))
+    assert len(got) == len(expected) == S * batch.n_targets and set(got) == expected

@@ -328,6 +328,14 @@ def test_a_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["state.json"]
 
 
+def test_resume_removes_the_half_written_files_of_a_killed_process(tmp_path):
+    run = tmp_path / "run"
+    train_run(tiny(epochs=1), run)
+    (run / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")   # SIGKILL inside atomic_torch_save
+    resume_run(run)
+    assert not list(run.glob(".*.tmp")) and (run / "last.pt").exists() and (run / "log.jsonl").exists()
+
+
 def test_appending_after_a_torn_line_keeps_the_new_row(tmp_path):
     path = tmp_path / "log.jsonl"
     append_jsonl(path, {"epoch": 1})

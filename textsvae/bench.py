@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, apply_overrides, preset_config
+from .io import remove_partial_writes
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         return RunOutcome(spec.run_id, "busy", str(exc))
     start = time.perf_counter()
     try:
+        remove_partial_writes(folder)  # a killed holder's half-written files; the lock is ours now
         status = run_status(folder)
         if status == "finished" or (status == "failed" and not task.retry_failed):
             return RunOutcome(spec.run_id, "done" if status == "finished" else "failed", "already " + status)

@@ -159,20 +159,18 @@ class TextVAE(nn.Module):
         None for the LM. `inputs` replaces the decoder inputs (word dropout).
         """
         inputs = batch.inputs if inputs is None else inputs
-        targets, mask = batch.targets, batch.target_mask               # (B, T)
+        targets = batch.targets                                        # (B, T)
         n_samples = None
         if z is not None and z.dim() == 3:
             B, n_samples, D = z.shape
             z = z.reshape(B * n_samples, D)
             inputs = inputs.repeat_interleave(n_samples, dim=0)        # (B*S, T)
-            targets = targets.repeat_interleave(n_samples, dim=0)
-            mask = mask.repeat_interleave(n_samples, dim=0)
-        rows, steps = mask.nonzero(as_tuple=True)                      # only real targets reach the softmax
+        rows, steps = batch.target_positions(n_samples)                # only real targets reach the softmax
         with self._autocast():
             hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z)  # (R, T, H)
             z_rows = z[rows] if (z is not None and self.decoder.skip) else None
-            nll = self.decoder.nll(hidden[rows, steps], z_rows, targets[rows, steps])  # (N,)
-        log_p = torch.zeros(mask.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
+            nll = self.decoder.nll(hidden[rows, steps], z_rows, targets[rows // (n_samples or 1), steps])  # (N,)
+        log_p = torch.zeros(inputs.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
         return log_p if n_samples is None else log_p.view(-1, n_samples)
 
     def logits_for(self, batch: Batch, z: torch.Tensor | None, cut_recurrent_z: bool = False) -> torch.Tensor:

@@ -25,7 +25,8 @@ from .config import ConfigError, RunConfig
 from .data.batching import bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
-from .io import append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from .io import (append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl,
+                 remove_partial_writes)
 from .methods import Method, build_method
 from .models import TextVAE, count_parameters
 from .validation import validate
@@ -440,6 +441,7 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
         vocab = load_vocab(run_dir)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RunError(f"{run_dir} has no readable tokenizer (vocab.json / spm.model): {type(exc).__name__}") from None
+    remove_partial_writes(run_dir)  # left by a process killed mid-write
     trainer = Trainer(config, run_dir, vocab=vocab)
     if (run_dir / "last.pt").exists():
         trainer.load_full_checkpoint(run_dir / "last.pt")

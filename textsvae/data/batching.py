@@ -18,6 +18,17 @@ class Batch:
     tokens: torch.Tensor   # (B, T) long: <s> w_1..w_n </s> <pad>...
     lengths: torch.Tensor  # (B,) long: n + 2
     index: torch.Tensor    # (B,) long: positions of these sentences in their split
+    n_targets: int = -1    # sum of n + 1; counted on the host by make_batch
+    # (row, step) of every real target in row-major order, found on the host by make_batch, so a
+    # GPU never waits on a nonzero() in the training loop
+    target_rows: torch.Tensor | None = None
+    target_steps: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_targets < 0:
+            self.n_targets = int((self.lengths - 1).sum())
+        if self.target_rows is None:
+            self.target_rows, self.target_steps = self.target_mask.nonzero(as_tuple=True)
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -33,16 +44,22 @@ class Batch:
         steps = torch.arange(self.tokens.size(1) - 1, device=self.tokens.device)
         return steps[None, :] < (self.lengths - 1)[:, None]
 
-    @property
-    def n_targets(self) -> int:
-        return int((self.lengths - 1).sum())
+    def target_positions(self, n_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, steps) of the real targets; with n_samples S, of the batch repeated row by row S times
+        (row b*S + s is sentence b's sample s), listed sample by sample. No host sync."""
+        if n_samples is None:
+            return self.target_rows, self.target_steps
+        offsets = torch.arange(n_samples, device=self.target_rows.device)
+        rows = (self.target_rows[None, :] * n_samples + offsets[:, None]).reshape(-1)
+        return rows, self.target_steps.repeat(n_samples)
 
     def __len__(self) -> int:
         return self.tokens.size(0)
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.tokens.to(device, non_blocking=True), self.lengths.to(device, non_blocking=True),
-                     self.index.to(device, non_blocking=True))
+        return Batch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.lengths, self.index)),
+                     self.n_targets, self.target_rows.to(device, non_blocking=True),
+                     self.target_steps.to(device, non_blocking=True))
 
 
 def make_batch(sentences: list[list[int]], index: list[int], pad_to: int | None = None) -> Batch:
@@ -55,7 +72,8 @@ def make_batch(sentences: list[list[int]], index: list[int], pad_to: int | None 
         tokens[row, 0] = BOS_ID
         tokens[row, 1:len(s) + 1] = torch.tensor(s, dtype=torch.long)
         tokens[row, len(s) + 1] = EOS_ID
-    return Batch(tokens, torch.tensor(lengths, dtype=torch.long), torch.tensor(index, dtype=torch.long))
+    return Batch(tokens, torch.tensor(lengths, dtype=torch.long), torch.tensor(index, dtype=torch.long),
+                 n_targets=sum(lengths) - len(lengths))
 
 
 def bucket_batches(lengths: list[int], batch_size: int, generator: torch.Generator | None = None) -> list[list[int]]:
