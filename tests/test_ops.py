@@ -47,6 +47,29 @@ def test_bf16_autocast_stays_close_and_returns_fp32():
     assert float((out - ref).abs().max() / ref.abs().max()) < 1e-2
 
 
+def test_bf16_autocast_gradients_stay_close():
+    h, w, b, t = _inputs(torch.float32)
+    F.cross_entropy(h @ w.t() + b, t, reduction="sum").backward()
+    h2, w2, b2, _ = _inputs(torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear_cross_entropy(h2, w2, b2, t).sum().backward()
+    for ref, got in ((h.grad, h2.grad), (w.grad, w2.grad), (b.grad, b2.grad)):
+        assert got.dtype == torch.float32
+        assert float((got - ref).abs().max() / ref.abs().max()) < 2e-2
+
+
+def test_a_buffer_awaiting_its_backward_pass_is_not_reused():
+    """Two forward passes, then both backward passes: each gets its own kept softmax (the workspace
+    hands a buffer out again only once the backward pass that owns it has run)."""
+    (h1, w, b, t), h2 = _inputs(), torch.randn(50, 16, dtype=torch.float64, requires_grad=True)
+    ref1 = torch.autograd.grad(F.cross_entropy(h1 @ w.t() + b, t, reduction="sum"), h1)[0]
+    ref2 = torch.autograd.grad(F.cross_entropy(h2 @ w.t() + b, t, reduction="sum"), h2)[0]
+    first = linear_cross_entropy(h1, w, b, t).sum()
+    second = linear_cross_entropy(h2, w, b, t).sum()
+    torch.testing.assert_close(torch.autograd.grad(second, h2)[0], ref2, rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(first, h1)[0], ref1, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("decoder", ["standard", "skip", "lm"])
 def test_model_log_px_fused_equals_plain_path(decoder):
     """log p(x|z) and its parameter gradients are the same with the fused and the plain output layer."""

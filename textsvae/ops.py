@@ -1,22 +1,22 @@
 """Fused output layer + cross-entropy: the decoder's hot spot (about 70% of its FLOPs).
 
 nll_i = logsumexp_v(l_i) - l_{i, y_i},  l_i = h_i W^T + b.
-Rows go through in chunks of CHUNK_ROWS so each chunk's (rows, V) logits are still in cache
-for the max / exp / sum passes. The forward pass keeps exp(l_i - m_i) (and 1 / sum) instead of
+Rows go through in equal chunks of at most CHUNK_ROWS (without a backward pass only one chunk's
+(rows, V) logits exist at a time). The forward pass keeps exp(l_i - m_i) (and 1 / sum) instead of
 the logits, so the backward pass turns them into softmax - onehot in place: no (N, V) zeros,
 log-softmax copy or second gradient buffer is made. The matmul writes straight into that kept
-buffer (or, without a backward pass, into one reused chunk buffer), and both are reused from
-call to call on the CPU: a fresh block of tens of MB costs a page fault per 4 kB on every call,
-which made these matmuls slower. Those buffers' rows start a multiple of VOCAB_ALIGN elements
-apart (the logits are a (N, V) view of a (N, V rounded up) buffer): at V = 10002, rows of
-10002 floats ran the fp32 matmul at about 100 GFLOP/s against 130-165 with aligned rows. Under autocast (bf16 on CPU, bf16/fp16 on
-GPU) the three matmuls run in low precision and the softmax stays in fp32.
+buffer (or into one chunk buffer), and both are reused from call to call on the CPU: a fresh
+block of tens of MB costs a page fault per 4 kB on every call. Those buffers' rows start a
+multiple of VOCAB_ALIGN elements apart (the logits are a (N, V) view of a (N, V rounded up)
+buffer): at V = 10002, unaligned rows ran the fp32 matmul at about 100 GFLOP/s against 130-165
+aligned. Under autocast (bf16 on CPU, bf16/fp16 on GPU) the three matmuls run in low precision
+and the softmax stays in fp32.
 """
 from __future__ import annotations
 
 import torch
 
-CHUNK_ROWS = 512
+CHUNK_ROWS = 1024
 VOCAB_ALIGN = 32
 
 
@@ -59,16 +59,18 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
     n, vocab = h.size(0), w.size(0)
     nll = torch.empty(n, dtype=acc, device=h.device)
     inv_sum = torch.empty(n, dtype=acc, device=h.device)
+    rows = -(-n // max(1, -(-n // CHUNK_ROWS)))      # equal chunks: a small last one runs the matmul slowly
     scratch = None
     if keep is None or h.dtype != acc:
-        scratch = aligned_rows(min(n, CHUNK_ROWS), vocab, h.dtype, h.device, "logits")
-    for start in range(0, n, CHUNK_ROWS):
-        end = min(start + CHUNK_ROWS, n)
+        scratch = aligned_rows(min(n, rows), vocab, h.dtype, h.device, "logits")
+    for start in range(0, n, rows):
+        end = min(start + rows, n)
         out = scratch[: end - start] if scratch is not None else keep[start:end]
         logits = torch.mm(h[start:end], w.t(), out=out)
-        if logits.dtype != acc:
-            logits = keep[start:end].copy_(logits) if keep is not None else logits.to(acc)
-        logits = logits.add_(bias)                                      # (C, V)
+        if logits.dtype == acc:
+            logits = logits.add_(bias)                                  # (C, V)
+        else:                                                           # widen and add the bias in one pass
+            logits = torch.add(logits, bias, out=keep[start:end] if keep is not None else None)
         target_logit = logits.gather(1, targets[start:end, None]).squeeze(1)
         row_max = logits.amax(1, keepdim=True)
         exp = logits.sub_(row_max).exp_()                               # in place: exp(l - m)
