@@ -30,7 +30,21 @@ import time
 from pathlib import Path
 
 
+def _reset_peak_rss() -> None:
+    """Start the peak-RSS count afresh (Linux: "5" to clear_refs resets VmHWM), so the probe is not counted."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -161,10 +175,13 @@ def run_child(args) -> None:
         row = fn(args)
     else:
         before = matmul_rate(torch.float32, (2048, 4096))
+        _reset_peak_rss()
         row = fn(args, args.decoder, args.precision)
+        row["peak_rss_mb"] = _peak_rss_mb()
         row["probe_gflops"] = [before, matmul_rate(torch.float32, (2048, 4096))]
+    row.setdefault("peak_rss_mb", _peak_rss_mb())
     row.update({"case": args.case, "decoder": args.decoder, "precision": args.precision, "threads": args.threads,
-                "preset": args.preset, "peak_rss_mb": _peak_rss_mb(), "torch": torch.__version__})
+                "preset": args.preset, "torch": torch.__version__})
     print("ROW " + json.dumps(row))
 
 
@@ -234,7 +251,9 @@ def run_packed(base: list[str], decoder: str, jobs: int) -> dict:
     rows = [_parse_child(p.returncode, out, err, command) for p, (out, err) in zip(procs, outputs)]
     return {"case": "pack", "decoder": decoder, "precision": "fp32", "threads": 1, "jobs": jobs,
             "tokens_per_s": sum(r["tokens_per_s"] for r in rows), "gflops": sum(r["gflops"] for r in rows),
-            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows)}
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
+            # each process probed one thread while the other ran: their sum is the machine's rate then
+            "probe_gflops": [sum(r["probe_gflops"][i] for r in rows) for i in (0, 1)]}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -244,7 +263,7 @@ def print_table(rows: list[dict]) -> None:
         print(f"matmul probe ({probe['threads']} threads): fp32 {ref['float32']:.1f} GFLOP/s, "
               f"bf16 {ref['bfloat16']:.1f} GFLOP/s")
     fp32_train = {r["decoder"]: r for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
-    reseeded = {r["decoder"]: r for r in rows if r["case"] == "reseed"}
+    fp32_iw = {r["decoder"]: r for r in rows if r["case"] == "iwnll" and r["precision"] == "fp32"}
 
     def of_probe(r: dict) -> str:
         """GFLOP/s as a fraction of the row's own fp32 probe (the faster of before/after), else the run's."""
@@ -266,8 +285,11 @@ def print_table(rows: list[dict]) -> None:
         if r["case"] == "train":
             base = fp32_train.get(r["decoder"])
             speedup = r["tokens_per_s"] / base["tokens_per_s"] if base else float("nan")
+            # the same ratio with each rate divided by its own probe first: the machine's drift taken out
+            adjusted = speedup * max(base.get("probe_gflops") or [1]) / max(r.get("probe_gflops") or [1]) if base else speedup
             print(f"| train | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s | {r['gflops']:.1f} | "
-                  f"{of_probe(r)} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32; "
+                  f"{of_probe(r)} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32 "
+                  f"(x{adjusted:.2f} against the probes); "
                   f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
         elif r["case"] == "reseed":
             print(f"| train, other dropout draws | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s | "
@@ -279,8 +301,11 @@ def print_table(rows: list[dict]) -> None:
                   f"(sum) | {r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
                   f"of one process with all threads |")
         elif r["case"] == "iwnll":
+            base = fp32_iw.get(r["decoder"])
+            speedup = r["sentences_per_s"] / base["sentences_per_s"] if base else float("nan")
             print(f"| IW-NLL K={r['k']} | {r['decoder']} | {r['precision']} | {r['sentences_per_s']:.2f} sent/s | "
                   f"{r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"x{speedup:.2f} of fp32; "
                   f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences |")
         else:
             print(f"| encode + MI + AU | {r['decoder']} | {r['precision']} | {r['seconds']:.2f} s | - | - | "

@@ -60,17 +60,18 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
     nll = torch.empty(n, dtype=acc, device=h.device)
     inv_sum = torch.empty(n, dtype=acc, device=h.device)
     rows = -(-n // max(1, -(-n // CHUNK_ROWS)))      # equal chunks: a small last one runs the matmul slowly
-    scratch = None
+    scratch = wide = None
     if keep is None or h.dtype != acc:
         scratch = aligned_rows(min(n, rows), vocab, h.dtype, h.device, "logits")
+    if keep is None and h.dtype != acc:
+        wide = aligned_rows(min(n, rows), vocab, acc, h.device, "wide")
     for start in range(0, n, rows):
         end = min(start + rows, n)
         out = scratch[: end - start] if scratch is not None else keep[start:end]
         logits = torch.mm(h[start:end], w.t(), out=out)
-        if logits.dtype == acc:
-            logits = logits.add_(bias)                                  # (C, V)
-        else:                                                           # widen and add the bias in one pass
-            logits = torch.add(logits, bias, out=keep[start:end] if keep is not None else None)
+        if logits.dtype != acc:                                         # widen into a reused buffer
+            logits = (keep[start:end] if keep is not None else wide[: end - start]).copy_(logits)
+        logits = logits.add_(bias)                                      # (C, V)
         target_logit = logits.gather(1, targets[start:end, None]).squeeze(1)
         row_max = logits.amax(1, keepdim=True)
         exp = logits.sub_(row_max).exp_()                               # in place: exp(l - m)
