@@ -383,13 +383,35 @@ def test_pretrain_fb_resets_the_decoder_after_pretraining(tiny_corpus, tmp_path)
             p.fill_(0.5)                                                  # "trained" weights
     old_optimizer = trainer.optimizer
     trainer.state.epoch, trainer.state.step = 1, 2
+    trainer.state.best_loss, trainer.state.best_epoch, trainer.state.bad_epochs = 50.0, 1, 1
     m.end_epoch(trainer, {})
+    assert (trainer.state.best_loss, trainer.state.best_epoch, trainer.state.bad_epochs) == (math.inf, -1, 0)
     assert all(torch.all(p == 0.5) for p in trainer.model.encoder.parameters())          # encoder kept
     assert all(float(p.detach().abs().max()) <= 0.1 for p in trainer.model.decoder.parameters())  # decoder re-initialised
     assert trainer.optimizer is not old_optimizer
     assert [m.beta(t, 1, 2) for t in (2, 3, 4)] == pytest.approx([0.0, 0.5, 1.0])  # warm-up from the reset
     assert m.kl_term(mu, logvar).tolist() == pytest.approx([8.0] * 4)            # free bits floor now
     assert m.state_dict() == {"pretraining": False, "reset_step": 2}
+
+
+def test_lr_halving_reloads_the_best_model_but_not_an_earlier_phase(tiny_corpus, tmp_path):
+    """He et al.'s plateau rule reloads the best weights; a method's phase only moves forward."""
+    m = build_method("pretrain-fb", {"pretrain_epochs": "1"})
+    trainer = make_trainer(tmp_path, tiny_corpus, m, epochs=10, decay_start_epoch=0, decay_patience=1)
+    trainer.run_dir.mkdir(parents=True)
+    trainer.state.epoch = 1
+    trainer._after_validation(100.0)                                      # best.pt: epoch 1, still pretraining
+    best = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    m.pretraining, m.reset_step = False, 7                                # phase 2 began
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(1.0)
+    lr = trainer.state.lr
+    trainer.state.epoch = 2
+    trainer._after_validation(120.0)                                      # worse: plateau, halve and reload
+    assert trainer.state.lr == lr / 2 and trainer.state.decays == 1
+    assert all(torch.equal(v, best[k]) for k, v in trainer.model.state_dict().items())
+    assert m.state_dict() == {"pretraining": False, "reset_step": 7}
 
 
 # -- plugins and the README example ----------------------------------------------------------------------

@@ -317,10 +317,10 @@ class Trainer:
                "train_kl": float(sums["kl"]) / n, "train_sentences": counts["sentences"],
                "tokens_per_s": counts["tokens"] / max(seconds, 1e-9), "seconds": seconds,
                **{f"valid_{k}": v for k, v in valid.items()}}
+        self._after_validation(valid["loss"])  # first, so best.pt holds the model that was validated
         self.method.end_epoch(self, valid)
         row.update({f"method_{k}": v for k, v in self.method.state_dict().items()
                     if isinstance(v, (int, float, bool, str))})
-        self._after_validation(valid["loss"])
         append_jsonl(self.run_dir / "log.jsonl", row)
         log.info("epoch %d: train loss %.3f | valid loss %.3f rec %.3f kl %.3f mi %s au %s ppl %.1f | %.0f tok/s",
                  s.epoch, row["train_loss"], valid["loss"], valid["rec"], valid["kl"],
@@ -344,6 +344,12 @@ class Trainer:
             raise TrainingDiverged(f"loss became NaN or infinite at step {step} (epoch {epoch + 1}); "
                                    f"the last good checkpoint is kept")
 
+    def restart_model_selection(self) -> None:
+        """Forget the best model so far and the plateau count: for a method that changes the model or
+        objective mid-run (pretrain-fb's decoder reset), whose later epochs compete only with each other."""
+        s = self.state
+        s.best_loss, s.best_epoch, s.bad_epochs = math.inf, -1, 0
+
     def _after_validation(self, valid_loss: float) -> None:
         """Keep the best model; He et al.'s LR halving on a plateau; decide whether to stop."""
         t, s = self.config.train, self.state
@@ -364,7 +370,8 @@ class Trainer:
             s.lr /= 2
             best = load_checkpoint(self.run_dir / "best.pt")
             self.model.load_state_dict(best["model"])
-            self.method.load_state_dict(best.get("method", {}))
+            # the method's state is not rolled back: phases (aggressive, pretrain-fb) only move
+            # forward, as in He et al.'s code, where only the model is reloaded
             self.optimizer = self.make_optimizer(self.model.parameters(), s.lr)
             log.info("validation plateau: reloaded epoch %d, LR halved to %g", best["epoch"], s.lr)
         if s.epoch >= t.epochs:

@@ -39,7 +39,8 @@ class PretrainFB(Method):
     """AE pretraining (beta 0), then reset the decoder and train with free bits and KL warm-up (Li et al. 2019).
 
     Phase 1, the first `pretrain_epochs` epochs: beta = 0, no KL floor (an autoencoder).
-    At its end: decoder parameters re-initialised, a fresh optimiser at the current LR.
+    At its end: decoder parameters re-initialised, a fresh optimiser at the current LR, and the
+    trainer's best model and plateau count forgotten (Li et al. run phase 2 as a new run).
     Phase 2: beta rises linearly from kl_start to 1 over warmup_epochs (counted from the reset),
     and the KL penalty is floored by free bits.
     """
@@ -69,6 +70,7 @@ class PretrainFB(Method):
             self.reset_step = trainer.state.step
             trainer.model.reset_parameters(trainer.model.decoder)
             trainer.optimizer = trainer.make_optimizer(trainer.model.parameters(), trainer.state.lr)
+            trainer.restart_model_selection()  # an AE-phase model is no candidate for the final VAE
             log.info("pretrain-fb: autoencoder pretraining done after epoch %d; decoder reset, free bits from now",
                      trainer.state.epoch)
 
