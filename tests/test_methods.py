@@ -302,6 +302,22 @@ def test_sa_vae_refinement_lowers_each_sentences_loss():
     assert torch.all(after < before - 1.0), (before, after)
 
 
+def test_sa_vae_svi_step_is_kim_et_als_batch_mean_step():
+    """One step, no clipping: lambda_1 = lambda_0 - lr * grad(-ELBO_b) / svi_batch for every sentence."""
+    torch.manual_seed(0)
+    model = TextVAE(30, preset_config("tiny").model).eval()
+    batch = make_batch([[4, 5, 6, 7], [8, 9, 10]], [0, 1])
+    mu0, lv0 = (t.detach() for t in model.encode(batch))
+    eps = torch.randn(mu0.shape, generator=torch.Generator().manual_seed(3))
+    mu_r, lv_r = mu0.clone().requires_grad_(), lv0.clone().requires_grad_()
+    neg = -model.log_px_given_z(batch, mu_r + torch.exp(0.5 * lv_r) * eps) + gaussian_kl(mu_r, lv_r).sum(-1)
+    g_mu, g_lv = torch.autograd.grad(neg.sum(), (mu_r, lv_r))
+    mu, lv = refine(model, batch, mu0, lv0, steps=1, lr=0.5, momentum=0.5, max_grad_norm=0.0, differentiable=False,
+                    generator=torch.Generator().manual_seed(3), svi_batch=32)
+    torch.testing.assert_close(mu, mu0 - 0.5 * g_mu / 32)
+    torch.testing.assert_close(lv, lv0 - 0.5 * g_lv / 32)
+
+
 def test_sa_vae_posterior_refines_under_no_grad_and_trains_through_the_steps():
     torch.manual_seed(0)
     model = TextVAE(30, preset_config("tiny").model)

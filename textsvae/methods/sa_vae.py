@@ -17,11 +17,15 @@ if TYPE_CHECKING:
 
 def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tensor, steps: int, lr: float,
            momentum: float, max_grad_norm: float, differentiable: bool,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator | None = None, svi_batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """K steps of SVI on each example's (mu, logvar), minimising -ELBO_b = Rec_b + KL_b (one sample per step).
 
-    v <- momentum * v + g;  lambda <- lambda - lr * v, with g the per-example gradient, its norm clipped
-    at max_grad_norm. differentiable=True keeps the graph (create_graph) so the final loss
+    v <- momentum * v + g;  lambda <- lambda - lr * v, with g = grad_lambda(-ELBO_b) / svi_batch: Kim
+    et al. step on the mean loss of a batch of svi_batch sentences, so each example moves by lr /
+    svi_batch times its own gradient. Kim et al. clip the mu and the logvar gradient of the whole
+    batch at max_grad_norm each; here each example's is clipped at max_grad_norm / sqrt(svi_batch)
+    (the same when the examples' norms are equal), so no example's refinement depends on the others
+    in its batch. differentiable=True keeps the graph (create_graph) so the final loss
     back-propagates through every step into the encoder (Kim et al.'s end-to-end training).
     """
     decoder = model.decoder
@@ -29,7 +33,8 @@ def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Ten
     if differentiable:
         decoder.fused_loss = False  # the fused softmax + cross-entropy is not twice differentiable
     try:
-        return _svi(model, batch, mu, logvar, steps, lr, momentum, max_grad_norm, differentiable, generator)
+        return _svi(model, batch, mu, logvar, steps, lr, momentum, max_grad_norm, differentiable, generator,
+                    svi_batch)
     finally:
         if fused:
             decoder.fused_loss = fused
@@ -37,7 +42,7 @@ def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Ten
 
 def _svi(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tensor, steps: int, lr: float,
          momentum: float, max_grad_norm: float, differentiable: bool,
-         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+         generator: torch.Generator | None, svi_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.enable_grad():  # evaluation calls this under no_grad; refinement needs gradients anyway
         if not differentiable:
             mu, logvar = mu.detach().requires_grad_(), logvar.detach().requires_grad_()
@@ -49,11 +54,10 @@ def _svi(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tenso
             z = mu + torch.exp(0.5 * logvar) * eps
             neg_elbo = -model.log_px_given_z(batch, z) + gaussian_kl(mu, logvar).sum(-1)     # (B,)
             # rows are independent, so the gradient of the sum is each row's own gradient
-            g_mu, g_lv = torch.autograd.grad(neg_elbo.sum(), (mu, logvar), create_graph=differentiable)
+            g_mu, g_lv = torch.autograd.grad(neg_elbo.sum() / svi_batch, (mu, logvar), create_graph=differentiable)
             if max_grad_norm > 0:
-                norm = torch.cat([g_mu, g_lv], -1).norm(dim=-1, keepdim=True)            # (B, 1)
-                scale = (max_grad_norm / (norm + 1e-12)).clamp(max=1.0)
-                g_mu, g_lv = g_mu * scale, g_lv * scale
+                limit = max_grad_norm / svi_batch ** 0.5
+                g_mu, g_lv = (g * (limit / (g.norm(dim=-1, keepdim=True) + 1e-12)).clamp(max=1.0) for g in (g_mu, g_lv))
             v_mu, v_lv = momentum * v_mu + g_mu, momentum * v_lv + g_lv
             mu, logvar = mu - lr * v_mu, logvar - lr * v_lv
             if not differentiable:
@@ -68,7 +72,8 @@ class SAVAEParams:
     steps: int = param(20, "K, SVI steps per example (Kim et al. 2018: 10 to 20)")
     lr: float = param(1.0, "SVI learning rate (Kim et al. 2018: 1)")
     momentum: float = param(0.5, "SVI momentum (Kim et al. 2018: 0.5)")
-    max_grad_norm: float = param(5.0, "clip each example's SVI gradient norm (0: off; Kim et al. 2018: 5)")
+    max_grad_norm: float = param(5.0, "clip the SVI gradients of mu and of logvar at this norm per batch of svi_batch (0: off; Kim et al. 2018: 5)")
+    svi_batch: int = param(32, "the SVI loss is the mean over this many sentences, as in Kim et al.'s batches of 32 (fixed, so no batch size changes a result)")
     eval_seed: int = param(0, "seed of the SVI samples at evaluation, so evaluating twice gives the same numbers")
 
     def __post_init__(self) -> None:
@@ -76,6 +81,7 @@ class SAVAEParams:
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(0.0 <= self.momentum < 1.0, f"momentum must be in [0, 1), got {self.momentum}")
         check(self.max_grad_norm >= 0, f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        check(self.svi_batch >= 1, f"svi_batch must be >= 1, got {self.svi_batch}")
 
 
 @register("sa-vae")
@@ -94,4 +100,4 @@ class SAVAE(Method):
         if not training:
             generator = torch.Generator(device=mu.device).manual_seed(p.eval_seed)
         return refine(model, batch, mu, logvar, p.steps, p.lr, p.momentum, p.max_grad_norm,
-                      differentiable=training, generator=generator)
+                      differentiable=training, generator=generator, svi_batch=p.svi_batch)
