@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from textsvae.io import atomic_write_text
+
 
 def _reset_peak_rss() -> None:
     """Start the peak-RSS count afresh (Linux: "5" to clear_refs resets VmHWM), so the probe is not counted."""
@@ -166,6 +168,17 @@ CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwn
 
 
 def run_child(args) -> None:
+    from textsvae.config import ConfigError
+    from textsvae.data.corpus import CorpusError
+
+    try:
+        _run_case(args)
+    except (ConfigError, CorpusError) as exc:  # a bad --data, --preset or --decoders: one line, exit 2
+        print(f"perf.py: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run_case(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
@@ -203,6 +216,9 @@ def main() -> None:
     p.add_argument("--decoder", default="", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    unknown = set(args.cases.split(",")) - set(CASES) - {"pack"}
+    if unknown:
+        p.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(set(CASES) | {'pack'}))}")
     if args.case:
         return run_child(args)
     rows = []
@@ -221,10 +237,10 @@ def main() -> None:
         print(f"... {case} {decoder} {precision}", file=sys.stderr, flush=True)
         if case == "pack":  # --threads training processes side by side, 1 thread each: the bench's packing
             rows.append(run_packed(base, decoder, args.threads))
-            continue
-        rows.append(_child_row(base + ["--case", case, "--decoder", decoder, "--precision", precision]))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+        else:
+            rows.append(_child_row(base + ["--case", case, "--decoder", decoder, "--precision", precision]))
+        if args.out:  # after every case, so a later failure keeps the rows already measured
+            atomic_write_text(args.out, json.dumps(rows, indent=2) + "\n")
     print_table(rows)
 
 
@@ -235,6 +251,8 @@ def _child_row(command: list[str]) -> dict:
 
 def _parse_child(returncode: int, stdout: str, stderr: str, command: list[str]) -> dict:
     lines = [line for line in stdout.splitlines() if line.startswith("ROW ")]
+    if returncode == 2 and stderr.strip():  # the child's one-line error about the input
+        raise SystemExit(stderr.strip().splitlines()[-1])
     if returncode != 0 or not lines:
         print(stderr[-2000:], file=sys.stderr)
         raise SystemExit(f"failed: {' '.join(command[2:])}")

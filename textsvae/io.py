@@ -48,16 +48,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def remove_partial_writes(folder: str | Path) -> list[Path]:
+def remove_partial_writes(folder: str | Path) -> None:
     """Delete the `.NAME.*.tmp` files an atomic write leaves when its process is killed mid-write.
 
     Call only while no one else writes to folder (a bench run's lock is held, or a run is resumed).
     """
-    removed = []
     for tmp in Path(folder).glob(".*.tmp"):
         tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

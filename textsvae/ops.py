@@ -8,8 +8,8 @@ log-softmax copy or second gradient buffer is made. The matmul writes straight i
 buffer (or into one chunk buffer), and both are reused from call to call on the CPU: a fresh
 block of tens of MB costs a page fault per 4 kB on every call. Those buffers' rows start a
 multiple of VOCAB_ALIGN elements apart (the logits are a (N, V) view of a (N, V rounded up)
-buffer): at V = 10002, unaligned rows ran the fp32 matmul at about 100 GFLOP/s against 130-165
-aligned. Under autocast (bf16 on CPU, bf16/fp16 on GPU) the three matmuls run in low precision
+buffer): at V = 10002 the fp32 matmul ran at 94 GFLOP/s into unaligned rows against 132 into
+aligned ones (`benchmarks/output_layer.py`, 2 threads). Under autocast (bf16 on CPU, bf16/fp16 on GPU) the three matmuls run in low precision
 and the softmax stays in fp32.
 """
 from __future__ import annotations
@@ -37,9 +37,8 @@ class _Workspace:
         cached = self._buffers.get((name, dtype))
         # a view saved for a backward pass that has not run yet keeps the buffer busy: leave it to its owner
         if cached is None or cached[0].numel() < rows * cols or self._users(cached[0]) != cached[1]:
-            cached = (torch.empty(rows * cols, dtype=dtype), 0)
-            cached = (cached[0], self._users(cached[0]))
-            self._buffers[(name, dtype)] = cached
+            buffer = torch.empty(rows * cols, dtype=dtype)
+            cached = self._buffers[(name, dtype)] = (buffer, self._users(buffer))  # its count when idle
         return cached[0][: rows * cols].view(rows, cols)
 
 
