@@ -336,6 +336,29 @@ def test_sa_vae_posterior_refines_under_no_grad_and_trains_through_the_steps():
     assert grad is not None and grad.abs().sum() > 0                    # through the K steps into the encoder
 
 
+def _grad_into_initial_params(max_grad_norm, scale):
+    """Gradient rows reaching (mu0, logvar0) when `scale` * (sum of the refined params) / B is back-propagated."""
+    torch.manual_seed(0)
+    model = TextVAE(30, preset_config("tiny").model).eval()
+    batch = make_batch([[4, 5, 6, 7], [8, 9, 10], [11, 12, 13]], [0, 1, 2])
+    mu0, lv0 = (t.detach().requires_grad_() for t in model.encode(batch))
+    mu, lv = refine(model, batch, mu0, lv0, steps=4, lr=1.0, momentum=0.5, max_grad_norm=max_grad_norm,
+                    differentiable=True, generator=torch.Generator().manual_seed(1), svi_batch=4)
+    (scale * (mu.sum() + lv.sum()) / 3).backward()
+    return torch.cat([mu0.grad, lv0.grad], -1)
+
+
+def test_sa_vae_clips_the_gradient_flowing_back_through_each_svi_step():
+    """Kim et al. clip the gradient of each step's (mu, logvar) in the backward pass; per row here at 5 * sqrt(4) / 3."""
+    clipped = _grad_into_initial_params(max_grad_norm=5.0, scale=1e4)
+    assert torch.all(clipped.norm(dim=-1) <= 5.0 * 4 ** 0.5 / 3 * (1 + 1e-5))
+    assert torch.all(clipped.norm(dim=-1) > 0.5 * 5.0 * 4 ** 0.5 / 3)              # clipped, not cut off
+    unclipped = _grad_into_initial_params(max_grad_norm=0.0, scale=1e4)
+    assert torch.all(unclipped.norm(dim=-1) > 100.0)
+    small = _grad_into_initial_params(max_grad_norm=5.0, scale=1e-3)                # short rows pass unchanged
+    torch.testing.assert_close(small, _grad_into_initial_params(max_grad_norm=1e6, scale=1e-3))
+
+
 # -- aggressive training -------------------------------------------------------------------------------
 def _count_steps(opt):
     calls = {"n": 0}
@@ -408,6 +431,21 @@ def test_pretrain_fb_resets_the_decoder_after_pretraining(tiny_corpus, tmp_path)
     assert [m.beta(t, 1, 2) for t in (2, 3, 4)] == pytest.approx([0.0, 0.5, 1.0])  # warm-up from the reset
     assert m.kl_term(mu, logvar).tolist() == pytest.approx([8.0] * 4)            # free bits floor now
     assert m.state_dict() == {"pretraining": False, "reset_step": 2}
+
+
+def test_pretrain_fb_keeps_the_autoencoder_when_the_run_ends_with_pretraining(tiny_corpus, tmp_path):
+    """A reset at the last epoch would leave a decoder nobody trained or validated as the final model."""
+    m = build_method("pretrain-fb", {"pretrain_epochs": "1"})
+    trainer = make_trainer(tmp_path, tiny_corpus, m)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.fill_(0.5)
+    trainer.state.epoch, trainer.state.step, trainer.state.done = 1, 2, True   # the run's last epoch
+    trainer.state.best_loss, trainer.state.best_epoch = 50.0, 1
+    m.end_epoch(trainer, {})
+    assert all(torch.all(p == 0.5) for p in trainer.model.parameters())        # nothing reset
+    assert (trainer.state.best_loss, trainer.state.best_epoch) == (50.0, 1)     # best.pt still the final model
+    assert m.state_dict() == {"pretraining": True, "reset_step": 0}
 
 
 def test_lr_halving_reloads_the_best_model_but_not_an_earlier_phase(tiny_corpus, tmp_path):

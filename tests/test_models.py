@@ -126,3 +126,21 @@ def test_init_ranges():
     for name, p in m.named_parameters():
         bound = 0.1 if "embed" in name else 0.01
         assert p.abs().max() <= bound, name
+
+
+def test_cpu_dropout_is_inverted_dropout_with_rate_p():
+    from textsvae.dropout import Dropout
+
+    drop = Dropout(0.3)
+    x = torch.full((200_000,), 2.0, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    assert torch.unique(y).tolist() == pytest.approx([0.0, 2.0 / 0.7])
+    assert (y == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)       # 0.3 +- 5 sd
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y != 0).float() / 0.7)                    # d y / d x = mask / (1 - p)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)                                                # repeatable under a seed
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))

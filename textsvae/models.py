@@ -16,6 +16,7 @@ from torch import nn
 from .config import ModelConfig
 from .data.batching import Batch
 from .data.vocab import PAD_ID
+from .dropout import Dropout
 from .ops import linear_cross_entropy
 
 
@@ -51,8 +52,8 @@ class Decoder(nn.Module):
         sizes = [cfg.emb_dim + nz] + [cfg.dec_hidden + (nz if self.skip else 0)] * (cfg.dec_layers - 1)
         self.layers = nn.ModuleList(nn.LSTM(s, cfg.dec_hidden, batch_first=True) for s in sizes)
         self.init_state = nn.Linear(nz, cfg.dec_layers * cfg.dec_hidden, bias=False) if self.uses_z else None
-        self.drop_in = nn.Dropout(cfg.dropout_in)
-        self.drop_out = nn.Dropout(cfg.dropout_out)
+        self.drop_in = Dropout(cfg.dropout_in)
+        self.drop_out = Dropout(cfg.dropout_out)
         self.out = nn.Linear(cfg.dec_hidden + (nz if self.skip else 0), vocab_size)
         self.fused_loss = True
 

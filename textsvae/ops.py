@@ -18,6 +18,8 @@ import torch
 
 CHUNK_ROWS = 1024
 VOCAB_ALIGN = 32
+LOG2E = 1.4426950408889634      # log2(e)
+LN2 = 0.6931471805599453        # ln(2) = 1 / LOG2E
 
 
 class _Workspace:
@@ -53,7 +55,11 @@ def aligned_rows(rows: int, cols: int, dtype: torch.dtype, device: torch.device,
 
 def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
                 keep: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll (N,), 1/sum_v exp(l - m) (N,)); if keep (N, V) is given, exp(l - m) is left in it."""
+    """(nll (N,), 1/sum_v exp(l - m) (N,)); if keep (N, V) is given, exp(l - m) is left in it.
+
+    Works in base 2: the matmul writes l2 = log2(e) * l (its alpha and beta, so no extra pass) and
+    exp(l - m) = 2^(l2 - m2), since ATen's exp2 kernel runs about twice as fast as its exp on AVX2.
+    """
     acc = torch.promote_types(h.dtype, torch.float32)  # softmax precision: fp32 or wider
     n, vocab = h.size(0), w.size(0)
     nll = torch.empty(n, dtype=acc, device=h.device)
@@ -64,18 +70,21 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
         scratch = aligned_rows(min(n, rows), vocab, h.dtype, h.device, "logits")
     if keep is None and h.dtype != acc:
         wide = aligned_rows(min(n, rows), vocab, acc, h.device, "wide")
+    bias_2 = bias * LOG2E if h.dtype != acc else None
     for start in range(0, n, rows):
         end = min(start + rows, n)
         out = scratch[: end - start] if scratch is not None else keep[start:end]
-        logits = torch.mm(h[start:end], w.t(), out=out)
-        if logits.dtype != acc:                                         # widen into a reused buffer
-            logits = (keep[start:end] if keep is not None else wide[: end - start]).copy_(logits)
-        logits = logits.add_(bias)                                      # (C, V)
+        if h.dtype == acc:                                              # l2 = log2(e) (h W^T + b), one pass
+            logits = torch.addmm(bias, h[start:end], w.t(), beta=LOG2E, alpha=LOG2E, out=out)
+        else:                                                           # low-precision matmul, fp32 bias
+            low = torch.mm(h[start:end], w.t(), out=out)
+            logits = (keep[start:end] if keep is not None else wide[: end - start]).copy_(low)
+            logits = torch.add(bias_2, logits, alpha=LOG2E, out=logits)
         target_logit = logits.gather(1, targets[start:end, None]).squeeze(1)
         row_max = logits.amax(1, keepdim=True)
-        exp = logits.sub_(row_max).exp_()                               # in place: exp(l - m)
+        exp = logits.sub_(row_max).exp2_()                              # in place: exp(l - m)
         total = exp.sum(1)
-        nll[start:end] = row_max.squeeze(1) + total.log() - target_logit
+        nll[start:end] = (row_max.squeeze(1) - target_logit) * LN2 + total.log()
         inv_sum[start:end] = total.reciprocal()
     return nll, inv_sum
 

@@ -65,6 +65,12 @@ class PretrainFB(Method):
         return free_bits_kl(mu, logvar, self.params.target, self.params.mode)
 
     def end_epoch(self, trainer: "Trainer", valid: dict[str, float]) -> None:
+        if self.pretraining and trainer.state.epoch >= self.params.pretrain_epochs and trainer.state.done:
+            # no epoch is left to train (or validate) a reset decoder: keep the autoencoder that was validated
+            log.warning("pretrain-fb: the run ends during autoencoder pretraining (epoch %d of pretrain_epochs=%d); "
+                        "its model is the pretrained autoencoder, without a decoder reset or free bits",
+                        trainer.state.epoch, self.params.pretrain_epochs)
+            return
         if self.pretraining and trainer.state.epoch >= self.params.pretrain_epochs:
             self.pretraining = False
             self.reset_step = trainer.state.step

@@ -26,7 +26,9 @@ def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Ten
     batch at max_grad_norm each; here each example's is clipped at max_grad_norm / sqrt(svi_batch)
     (the same when the examples' norms are equal), so no example's refinement depends on the others
     in its batch. differentiable=True keeps the graph (create_graph) so the final loss
-    back-propagates through every step into the encoder (Kim et al.'s end-to-end training).
+    back-propagates through every step into the encoder (Kim et al.'s end-to-end training); as in
+    Kim et al.'s backward pass, the gradient reaching each step's (mu, logvar) is clipped too (per
+    example, see _backward_row_limit), without which it can grow geometrically over the K steps.
     """
     decoder = model.decoder
     fused = getattr(decoder, "fused_loss", False)
@@ -43,28 +45,53 @@ def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Ten
 def _svi(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tensor, steps: int, lr: float,
          momentum: float, max_grad_norm: float, differentiable: bool,
          generator: torch.Generator | None, svi_batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    nz = mu.shape[-1]
     with torch.enable_grad():  # evaluation calls this under no_grad; refinement needs gradients anyway
+        lam = torch.cat([mu, logvar], -1)                      # (B, 2 nz): one row of variational parameters
         if not differentiable:
-            mu, logvar = mu.detach().requires_grad_(), logvar.detach().requires_grad_()
-        elif not mu.requires_grad:  # a frozen encoder: nothing to back-propagate into
-            mu, logvar = mu.requires_grad_(), logvar.requires_grad_()
-        v_mu, v_lv = torch.zeros_like(mu), torch.zeros_like(logvar)
+            lam = lam.detach().requires_grad_()
+        elif not lam.requires_grad:  # a frozen encoder: nothing to back-propagate into
+            lam.requires_grad_()
+        clip_backward = differentiable and max_grad_norm > 0
+        if clip_backward:
+            backward_limit = _backward_row_limit(max_grad_norm, svi_batch, lam.shape[0])
+        velocity = torch.zeros_like(lam)
         for _ in range(steps):
+            mu, logvar = lam[:, :nz], lam[:, nz:]
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + torch.exp(0.5 * logvar) * eps
             neg_elbo = -model.log_px_given_z(batch, z) + gaussian_kl(mu, logvar).sum(-1)     # (B,)
             # rows are independent, so the gradient of the sum is each row's own gradient
-            g_mu, g_lv = torch.autograd.grad(neg_elbo.sum() / svi_batch, (mu, logvar), create_graph=differentiable)
+            (grad,) = torch.autograd.grad(neg_elbo.sum() / svi_batch, lam, create_graph=differentiable)
+            if clip_backward:  # registered after this step's own grad call, so only the final backward sees it
+                lam.register_hook(lambda g: _clip_rows(g, backward_limit))
             if max_grad_norm > 0:
                 limit = max_grad_norm / svi_batch ** 0.5
-                g_mu, g_lv = (g * (limit / (g.norm(dim=-1, keepdim=True) + 1e-12)).clamp(max=1.0) for g in (g_mu, g_lv))
-            v_mu, v_lv = momentum * v_mu + g_mu, momentum * v_lv + g_lv
-            mu, logvar = mu - lr * v_mu, logvar - lr * v_lv
+                grad = torch.cat([_clip_rows(grad[:, :nz], limit), _clip_rows(grad[:, nz:], limit)], -1)
+            velocity = momentum * velocity + grad
+            lam = lam - lr * velocity
             if not differentiable:
-                mu, logvar = mu.detach().requires_grad_(), logvar.detach().requires_grad_()
+                lam = lam.detach().requires_grad_()
     if not differentiable:
-        mu, logvar = mu.detach(), logvar.detach()
-    return mu, logvar
+        lam = lam.detach()
+    return lam[:, :nz], lam[:, nz:]
+
+
+def _clip_rows(grad: torch.Tensor, limit: float) -> torch.Tensor:
+    """Each row scaled down to norm `limit` where it is longer."""
+    return grad * (limit / (grad.norm(dim=-1, keepdim=True) + 1e-12)).clamp(max=1.0)
+
+
+def _backward_row_limit(max_grad_norm: float, svi_batch: int, batch_size: int) -> float:
+    """Norm limit for one row of the gradient flowing back into an SVI step.
+
+    Kim et al. clip the gradient of the batch's [mu, logvar] at max_grad_norm after every step of
+    the backward pass through SVI (their loss is the mean over a batch of 32). The training loss here
+    is the mean over `batch_size` sentences, so a row is (1 / batch_size) times that sentence's own
+    gradient; in a batch of svi_batch equal rows Kim et al.'s clip leaves each at most
+    max_grad_norm / sqrt(svi_batch) on their 1 / svi_batch scale, which is this limit on ours.
+    """
+    return max_grad_norm * svi_batch ** 0.5 / batch_size
 
 
 @dataclass
