@@ -11,6 +11,7 @@ Each case runs in its own subprocess (so its peak memory is its own) one after a
   the whole split; FLOPs = 2 x multiply-adds of decoder LSTM + output layer per target per sample;
 - `pack`: --threads single-thread training processes side by side (how `bench --jobs N` packs
   runs), their summed tokens/s against one process using all the threads;
+- `iwpack`: the `iwnll` case scored by --threads forked single-thread processes (`eval.workers`);
 - `miau`: MI and AU over the whole test split;
 - `reseed`: the fp32 training case again with other dropout draws (same init, same batches): how far
   two fp32 runs' validation losses drift apart, the yardstick for the bf16 run's difference.
@@ -119,10 +120,13 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
             trainer.corpus.tokens("train") / rate, "macs_per_token": macs}
 
 
-def case_iwnll(args, decoder: str, precision: str) -> dict:
+def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
+    from dataclasses import replace
+
     from textsvae.evaluation import evaluate_model
 
     trainer, cfg = _trainer(args, decoder, precision)
+    cfg = replace(cfg, eval=replace(cfg.eval, workers=workers))
     macs = macs_per_target(cfg, len(trainer.corpus.vocab))
     sentences = trainer.corpus.splits["test"][: args.eval_sentences]
     trainer.model.eval()
@@ -135,7 +139,13 @@ def case_iwnll(args, decoder: str, precision: str) -> dict:
     return {"k": args.k, "sentences": len(sentences), "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
             "full_test_seconds_est": seconds * n_test / len(sentences), "test_sentences": n_test,
             "gflops": 2 * (macs["decoder"] + macs["output"]) * targets * args.k / seconds / 1e9,
-            "iw_nll": result["iw_nll"]}
+            "iw_nll": result["iw_nll"], "workers": workers,
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else None}
+
+
+def case_iwpack(args, decoder: str, precision: str) -> dict:
+    """IW-NLL scored by --threads forked processes of one thread each (`eval.workers`)."""
+    return case_iwnll(args, decoder, precision, workers=args.threads)
 
 
 def case_miau(args, decoder: str, precision: str) -> dict:
@@ -164,7 +174,8 @@ def case_reseed(args, decoder: str, precision: str) -> dict:
     return case_train(args, decoder, "fp32", dropout_seed=1)
 
 
-CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwnll": case_iwnll, "miau": case_miau}
+CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwnll": case_iwnll,
+         "iwpack": case_iwpack, "miau": case_miau}
 
 
 def run_child(args) -> None:
@@ -205,7 +216,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--decoders", default="standard,skip")
     p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--cases", default="matmul,train,reseed,pack,iwnll,miau")
+    p.add_argument("--cases", default="matmul,train,reseed,pack,iwnll,iwpack,miau")
     p.add_argument("--steps", type=int, default=60, help="timed training steps")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--k", type=int, default=500, help="IW samples")
@@ -228,7 +239,7 @@ def main() -> None:
             plan.append(("matmul", "", ""))
             continue
         for decoder in args.decoders.split(","):
-            for precision in (args.precisions.split(",") if case not in ("miau", "pack", "reseed") else ["fp32"]):
+            for precision in (args.precisions.split(",") if case not in ("miau", "pack", "reseed", "iwpack") else ["fp32"]):
                 plan.append((case, decoder, precision))
     base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
@@ -325,6 +336,14 @@ def print_table(rows: list[dict]) -> None:
                   f"{r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
                   f"x{speedup:.2f} of fp32; "
                   f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences |")
+        elif r["case"] == "iwpack":
+            base = fp32_iw.get(r["decoder"])
+            speedup = r["sentences_per_s"] / base["sentences_per_s"] if base else float("nan")
+            same = f"; iw_nll {r['iw_nll']:.3f}" + (f" (one process: {base['iw_nll']:.3f})" if base else "")
+            print(f"| IW-NLL K={r['k']}, {r['workers']} processes x 1 thread | {r['decoder']} | fp32 | "
+                  f"{r['sentences_per_s']:.2f} sent/s | {r['gflops']:.1f} | {of_probe(r)} | "
+                  f"{r['worker_peak_rss_mb']:.0f} each | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"x{speedup:.2f} of one process with all threads{same} |")
         else:
             print(f"| encode + MI + AU | {r['decoder']} | {r['precision']} | {r['seconds']:.2f} s | - | - | "
                   f"{r['peak_rss_mb']:.0f} | {r['sentences']} sentences; encode {r['encode_seconds']:.2f} s, "

@@ -114,6 +114,8 @@ CASES = [
     Case("negative seed", ["train", "--seed", "-1", *TINY], "seed must be in [0, 2**32), got -1"),
     Case("huge seed", ["train", "--seed", str(2**70), *TINY], f"seed must be in [0, 2**32), got {2**70}"),
     Case("threads = 0", ["train", *TINY, "--set", "threads=0"], "threads must be >= 1, got 0"),
+    Case("eval workers = 0", ["train", *TINY, "--set", "workers=0"], "workers must be >= 1, got 0"),
+    Case("eval --workers 0", ["eval", "{tmp}/run", "--workers", "0"], "--workers must be >= 1, got 0"),
     Case("max_len = 0", ["train", "--set", "max_len=0", *TINY], "max_len must be >= 1, got 0"),
     Case("unknown tokenizer", ["train", "--set", "tokenizer=bpe", *TINY],
          "tokenizer must be 'word' or 'sentencepiece', got 'bpe'"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -16,11 +17,13 @@ from click.testing import CliRunner
 from textsvae.cli import cli
 from textsvae.config import ConfigError, EvalConfig, ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
+from textsvae import evaluation
 from textsvae.evaluation import evaluate_model, samples_per_chunk, score_sentences
 from textsvae.methods import build_method
 from textsvae.models import TextVAE
 
 PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
+_SCORE_SHARD = evaluation._score_shard
 
 
 def _toy(decoder: str = "standard", vocab: int = 40, seed: int = 0) -> TextVAE:
@@ -72,6 +75,33 @@ def test_padding_does_not_change_per_sentence_scores():
     padded = score_sentences(model, method, sents, cfg, torch.device("cpu"), pad_to=30)
     for a, b in ((plain.iw_nll, padded.iw_nll), (plain.rec, padded.rec), (plain.mu, padded.mu)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _shard_with_pid(shard):
+    """evaluation._score_shard, tagging its scores with the process that computed them."""
+    scores = _SCORE_SHARD(shard)
+    scores.pid = os.getpid()
+    return scores
+
+
+@pytest.mark.parametrize("decoder", ["skip", "lm"])
+def test_scoring_in_worker_processes_gives_every_sentence_its_own_scores(decoder, monkeypatch):
+    """eval.workers = 3 scores round-robin shards in 3 forked processes; each sentence keeps its own
+    draws, so every per-sentence result equals the one-process result."""
+    model, method, sents = _toy(decoder), build_method("vae"), _sentences()
+    cfg = EvalConfig(iw_samples=20, eval_batch_size=4)
+    one = score_sentences(model, method, sents, cfg, torch.device("cpu"))
+    pids, merge = [], evaluation._merge_scores
+    monkeypatch.setattr(evaluation, "_score_shard", _shard_with_pid)
+    monkeypatch.setattr(evaluation, "_merge_scores",
+                        lambda parts, shards, n: pids.extend(p.pid for p in parts) or merge(parts, shards, n))
+    three = score_sentences(model, method, sents, replace(cfg, workers=3), torch.device("cpu"))
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    for name in ("n_tokens", "iw_nll", "iw_mc_se", "rec", "mu", "logvar"):
+        a, b = getattr(one, name), getattr(three, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5, equal_nan=True)
 
 
 def test_memory_budget_sets_the_samples_per_chunk():

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS = Path("runs") / "bench"
 # execution-only fields: they change how a run is executed, not what it computes
-EXECUTION_FIELDS = {"train": ("threads", "progress", "device"), "data": ("data_dir",)}
+EXECUTION_FIELDS = {"train": ("threads", "progress", "device"), "data": ("data_dir",), "eval": ("workers",)}
 DEFAULT_METRICS = ("iw_nll", "kl", "mi", "au", "ppl")
 
 

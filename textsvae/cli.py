@@ -190,8 +190,10 @@ def fetch(name, source, data_dir, force):
               help="Also report He et al.'s per-minibatch MI with this batch size (they used 32).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
+@click.option("--workers", type=int, default=None,
+              help="Processes scoring IW-NLL on the CPU, sharing the threads (default: the run's eval.workers, 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, as_json):
+def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, as_json):
     """Evaluate a run's best model on a split; saves RUN_DIR/eval_<split>_k<K>.json."""
     from .evaluation import evaluate_run, format_metrics
 
@@ -203,7 +205,10 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, as_json):
         torch.set_num_threads(threads)
     if mi_batch is not None and mi_batch < 2:
         raise UserError(f"--mi-batch must be >= 2, got {mi_batch}")
-    result = evaluate_run(run_dir, split=split, iw_samples=iw_samples, device=device, mi_batch=mi_batch or False)
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be >= 1, got {workers}")
+    result = evaluate_run(run_dir, split=split, iw_samples=iw_samples, device=device, mi_batch=mi_batch or False,
+                          workers=workers)
     click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_metrics(result))
 
 

@@ -80,6 +80,7 @@ class EvalConfig:
     au_threshold: float = 0.01     # AU counts dims with Var_x(E[z_d|x]) >= this
     eval_seed: int = 12345         # fixed seed for every Monte-Carlo estimate at evaluation
     eval_precision: str = "fp32"   # "fp32" or "bf16" autocast for evaluation
+    workers: int = 1               # processes scoring IW-NLL on the CPU, sharing the threads (forked, Linux)
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,7 @@ def validate(config: RunConfig) -> RunConfig:
         (e.mem_budget_mb >= 1, f"mem_budget_mb must be >= 1, got {e.mem_budget_mb}"),
         (e.mi_samples >= 1, f"mi_samples must be >= 1, got {e.mi_samples}"),
         (e.au_threshold >= 0, f"au_threshold must be >= 0, got {e.au_threshold}"),
+        (e.workers >= 1, f"workers must be >= 1, got {e.workers}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -9,7 +9,7 @@ the padding or the order of evaluation.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,8 +86,15 @@ def posterior(model: "TextVAE", method: "Method", batch: Batch, seed: int) -> tu
 
 # -- per-sentence scores ---------------------------------------------------------------------------
 def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
-                    device: torch.device, iw_samples: int | None = None, pad_to: int | None = None) -> SentenceScores:
-    """IW-NLL (exact NLL for an LM), Rec and q's parameters of every sentence; pad_to adds padding (tests)."""
+                    device: torch.device, iw_samples: int | None = None, pad_to: int | None = None,
+                    keys: list[int] | None = None) -> SentenceScores:
+    """IW-NLL (exact NLL for an LM), Rec and q's parameters of every sentence; pad_to adds padding (tests).
+
+    keys[i] is sentence i's position in its split, which keys its random draws (default: i).
+    With eval.workers > 1 on the CPU the sentences are scored by that many forked processes.
+    """
+    if eval_cfg.workers > 1 and device.type == "cpu" and len(sentences) > 1 and _can_fork():
+        return _score_in_workers(model, method, sentences, eval_cfg, device, iw_samples, pad_to, keys)
     k = eval_cfg.iw_samples if iw_samples is None else iw_samples
     n = len(sentences)
     lm = model.is_lm
@@ -109,7 +116,8 @@ def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int
                 continue
             mu, logvar = posterior(model, method, batch, eval_cfg.eval_seed)
             mu, logvar = mu.double(), logvar.double()
-            eps = sentence_noise(index, k, model.latent_dim, eval_cfg.eval_seed).to(device, torch.float64)
+            noise_keys = index if keys is None else [keys[i] for i in index]
+            eps = sentence_noise(noise_keys, k, model.latent_dim, eval_cfg.eval_seed).to(device, torch.float64)
             chunk = samples_per_chunk(batch.n_targets, model.vocab_size, eval_cfg.mem_budget_mb, k)
             with torch.no_grad():
                 log_w, log_px = iw_log_weights(lambda z: model.log_px_given_z(batch, z.float()), mu, logvar,
@@ -123,6 +131,68 @@ def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int
         model.autocast_dtype = precision
     n_tokens = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.long)
     return SentenceScores(n_tokens, nll, mc_se, rec, mu_all, logvar_all)
+
+
+# -- several processes ---------------------------------------------------------------------------------
+_FORKED: dict[str, Any] = {}   # what forked workers inherit (the model is shared copy-on-write, not pickled)
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _score_shard(shard: list[int]) -> SentenceScores:
+    """In a forked worker: score the sentences at these positions with this worker's share of the threads."""
+    a = _FORKED
+    torch.set_num_threads(a["threads"])
+    sentences = [a["sentences"][i] for i in shard]
+    keys = [a["keys"][i] for i in shard]
+    return score_sentences(a["model"], a["method"], sentences, a["eval_cfg"], a["device"], a["iw_samples"],
+                           a["pad_to"], keys)
+
+
+def _score_in_workers(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
+                      device: torch.device, iw_samples: int | None, pad_to: int | None,
+                      keys: list[int] | None) -> SentenceScores:
+    """score_sentences over eval.workers forked processes, each with threads // workers torch threads.
+
+    On a few cores, processes with one thread each keep the cores busier than one process whose
+    threads wait for each other at every op (the same reason `bench --jobs` packs runs). Sentences
+    are dealt round-robin in length order, so every worker gets a similar mix; each sentence keeps
+    its own random draws (keyed by its position), so the scores do not depend on the split (SA-VAE's
+    refinement draws excepted: they follow the batch, as they do with eval_batch_size).
+    """
+    import multiprocessing
+
+    workers = min(eval_cfg.workers, len(sentences))
+    by_length = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    shards = [by_length[w::workers] for w in range(workers)]
+    _FORKED.update(model=model, method=method, sentences=sentences, eval_cfg=replace(eval_cfg, workers=1),
+                   device=device, iw_samples=iw_samples, pad_to=pad_to,
+                   keys=list(range(len(sentences))) if keys is None else keys,
+                   threads=max(1, torch.get_num_threads() // workers))
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_score_shard, shards)
+    finally:
+        _FORKED.clear()
+    return _merge_scores(parts, shards, len(sentences))
+
+
+def _merge_scores(parts: list[SentenceScores], shards: list[list[int]], n: int) -> SentenceScores:
+    """Put each shard's rows back at its sentences' positions."""
+    def gather(name: str) -> torch.Tensor | None:
+        first = getattr(parts[0], name)
+        if first is None:
+            return None
+        out = first.new_zeros((n, *first.shape[1:]))
+        for part, shard in zip(parts, shards):
+            out[torch.tensor(shard)] = getattr(part, name)
+        return out
+
+    return SentenceScores(**{f.name: gather(f.name) for f in fields(SentenceScores)})
 
 
 # -- split-level metrics ------------------------------------------------------------------------------
@@ -283,13 +353,19 @@ def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab
 
 def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | None = None,
                  device: str | torch.device | None = None, sentences: list[str] | None = None,
-                 mi_batch: bool | int = False) -> dict[str, Any]:
-    """Load RUN_DIR/best.pt and evaluate it; a split's result is written to RUN_DIR/eval_<split>_k<K>.json."""
+                 mi_batch: bool | int = False, workers: int | None = None) -> dict[str, Any]:
+    """Load RUN_DIR/best.pt and evaluate it; a split's result is written to RUN_DIR/eval_<split>_k<K>.json.
+
+    workers overrides the run's eval.workers (processes scoring IW-NLL on the CPU)."""
     if sentences is None and split not in SPLITS:
         raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
     if iw_samples is not None and iw_samples < 1:
         raise ConfigError(f"iw_samples must be >= 1, got {iw_samples}")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
     model, method, config, vocab, dev = load_model(run_dir, device)
+    if workers is not None:
+        config = replace(config, eval=replace(config.eval, workers=workers))
     return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch)
 
 
