@@ -80,10 +80,12 @@ def matmul_rate(dtype, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
 
 
 def case_matmul(args) -> dict:
+    """fp32, and bf16 when --precisions asks for it (a CPU without bf16 instructions takes minutes on it)."""
     import torch
 
+    dtypes = [torch.float32] + ([torch.bfloat16] if "bf16" in args.precisions.split(",") else [])
     return {"matmul": [{"dtype": str(dtype).replace("torch.", ""), "gflops": matmul_rate(dtype, seconds=args.probe_seconds)}
-                       for dtype in (torch.float32, torch.bfloat16)]}
+                       for dtype in dtypes], "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _trainer(args, decoder: str, precision: str):
@@ -242,6 +244,7 @@ def main() -> None:
             for precision in (args.precisions.split(",") if case not in ("miau", "pack", "reseed", "iwpack") else ["fp32"]):
                 plan.append((case, decoder, precision))
     base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
+            "--precisions", args.precisions,
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
             "--eval-sentences", str(args.eval_sentences), "--probe-seconds", str(args.probe_seconds)]
     for case, decoder, precision in plan:
@@ -289,8 +292,9 @@ def print_table(rows: list[dict]) -> None:
     probe = next((r for r in rows if r["case"] == "matmul"), None)
     ref = {m["dtype"]: m["gflops"] for m in probe["matmul"]} if probe else {}
     if ref:
-        print(f"matmul probe ({probe['threads']} threads): fp32 {ref['float32']:.1f} GFLOP/s, "
-              f"bf16 {ref['bfloat16']:.1f} GFLOP/s")
+        bf16 = f", bf16 {ref['bfloat16']:.1f} GFLOP/s" if "bfloat16" in ref else ""
+        print(f"matmul probe ({probe['threads']} threads, ATen CPU capability {probe.get('cpu_capability', '?')}): "
+              f"fp32 {ref['float32']:.1f} GFLOP/s{bf16}")
     fp32_train = {r["decoder"]: r for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
     fp32_iw = {r["decoder"]: r for r in rows if r["case"] == "iwnll" and r["precision"] == "fp32"}
 
