@@ -502,3 +502,17 @@ def test_readme_example_is_the_committed_plugin_and_runs(plugin, tiny_corpus, tm
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["train"]
     assert saved["method"] == "capacity" and saved["method_params"]["c_max"] == 3.0
     check_conformance("capacity", "skip", tiny_corpus, tmp_path / "conf", extra=("--plugin", str(PLUGIN)))
+
+
+def test_eval_loads_the_plugin_a_run_was_trained_with(plugin, tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    trained = run_cli(["train", "--plugin", str(PLUGIN), "--method", "capacity", "--data", str(tiny_corpus),
+                       "--set", "max_steps=2", "--set", "progress=false", "-o", str(run)])
+    assert trained.exit_code == 0, trained.output
+    REGISTRY.pop("capacity")                                              # a fresh process: no plugin loaded
+    sys.modules.pop("textsvae_plugin_my_method")
+    missing = run_cli(["eval", str(run), "-k", "2"])
+    assert missing.exit_code == 2 and "unknown method 'capacity'" in missing.output
+    loaded = run_cli(["eval", str(run), "-k", "2", "--plugin", str(PLUGIN), "--json"])
+    assert loaded.exit_code == 0, loaded.output
+    assert json.loads(loaded.output)["method"] == "capacity" and (run / "eval_test_k2.json").is_file()

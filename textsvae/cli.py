@@ -192,10 +192,16 @@ def fetch(name, source, data_dir, force):
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--workers", type=int, default=None,
               help="Processes scoring IW-NLL on the CPU, sharing the threads (default: the run's eval.workers, 1).")
+@click.option("--plugin", multiple=True, type=click.Path(),
+              help="A Python file that registers more methods (the one the run was trained with).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, as_json):
+def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, plugin, as_json):
     """Evaluate a run's best model on a split; saves RUN_DIR/eval_<split>_k<K>.json."""
     from .evaluation import evaluate_run, format_metrics
+    from .methods import load_plugin
+
+    for path in plugin:
+        load_plugin(path)
 
     if threads is not None:
         if threads < 1:
