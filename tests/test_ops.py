@@ -87,3 +87,24 @@ def test_model_log_px_fused_equals_plain_path(decoder):
         results.append((log_p.detach(), model.decoder.out.weight.grad.clone()))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-10)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk_rows", [1024, 7])
+def test_skip_output_layer_with_the_z_term_once_per_sample_matches_the_concatenation(monkeypatch, chunk_rows):
+    """softmax(W [h_i ; z_s(i)] + b) with U = z W_z^T + b per sample equals the per-row concatenation,
+    without gradients; with them it takes the concatenated path and z gets its gradient."""
+    monkeypatch.setattr(ops, "CHUNK_ROWS", chunk_rows)
+    g = torch.Generator().manual_seed(0)
+    h, z = torch.randn(40, 16, generator=g), torch.randn(6, 4, generator=g)
+    weight, bias = torch.randn(30, 20, generator=g), torch.randn(30, generator=g)
+    row_sample = torch.randint(6, (40,), generator=g)
+    targets = torch.randint(30, (40,), generator=g)
+    expected = F.cross_entropy(torch.cat([h, z[row_sample]], -1) @ weight.t() + bias, targets, reduction="none")
+    with torch.no_grad():
+        got = ops.skip_cross_entropy(h, z, row_sample, weight, bias, targets)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    z_grad = z.clone().requires_grad_()
+    ops.skip_cross_entropy(h, z_grad, row_sample, weight, bias, targets).sum().backward()
+    z_ref = z.clone().requires_grad_()
+    F.cross_entropy(torch.cat([h, z_ref[row_sample]], -1) @ weight.t() + bias, targets, reduction="sum").backward()
+    torch.testing.assert_close(z_grad.grad, z_ref.grad, rtol=1e-5, atol=1e-5)

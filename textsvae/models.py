@@ -17,7 +17,7 @@ from .config import ModelConfig
 from .data.batching import Batch
 from .data.vocab import PAD_ID
 from .dropout import Dropout
-from .ops import linear_cross_entropy
+from .ops import linear_cross_entropy, skip_cross_entropy
 
 
 class Encoder(nn.Module):
@@ -82,14 +82,19 @@ class Decoder(nn.Module):
             x, _ = lstm(x, states[k])
         return self.drop_out(x)
 
-    def nll(self, hidden: torch.Tensor, z: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
-        """-log p(target | h[, z]) per row: (N, H), (N, D) or None, (N,) -> (N,) in fp32 or wider.
+    def nll(self, hidden: torch.Tensor, z: torch.Tensor | None, targets: torch.Tensor,
+            row_sample: torch.Tensor | None = None) -> torch.Tensor:
+        """-log p(target | h[, z]) per row: (N, H), z and row_sample, (N,) -> (N,) in fp32 or wider.
 
+        z is (N, D), one row per target, or (S, D) with row_sample (N,) naming each target's row of z
+        (the skip decoder then adds z's part of the softmax once per sample, see ops.skip_cross_entropy).
         Uses the fused output layer + cross-entropy unless `fused_loss` is off: methods that
         differentiate through the decoder's gradient (SA-VAE) need the plain, twice-differentiable path.
         """
+        if self.skip and row_sample is not None and self.fused_loss:
+            return skip_cross_entropy(hidden, z, row_sample, self.out.weight, self.out.bias, targets)
         if self.skip:
-            hidden = torch.cat([hidden, z], dim=-1)
+            hidden = torch.cat([hidden, z if row_sample is None else z[row_sample]], dim=-1)
         if self.fused_loss:
             return linear_cross_entropy(hidden, self.out.weight, self.out.bias, targets)
         logits = self.out(hidden)
@@ -169,8 +174,8 @@ class TextVAE(nn.Module):
         rows, steps = batch.target_positions(n_samples)                # only real targets reach the softmax
         with self._autocast():
             hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z)  # (R, T, H)
-            z_rows = z[rows] if (z is not None and self.decoder.skip) else None
-            nll = self.decoder.nll(hidden[rows, steps], z_rows, targets[rows // (n_samples or 1), steps])  # (N,)
+            nll = self.decoder.nll(hidden[rows, steps], z, targets[rows // (n_samples or 1), steps],
+                                   row_sample=rows if z is not None else None)  # (N,)
         log_p = torch.zeros(inputs.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
         return log_p if n_samples is None else log_p.view(-1, n_samples)
 
