@@ -116,6 +116,8 @@ CASES = [
     Case("threads = 0", ["train", *TINY, "--set", "threads=0"], "threads must be >= 1, got 0"),
     Case("eval workers = 0", ["train", *TINY, "--set", "workers=0"], "workers must be >= 1, got 0"),
     Case("eval --workers 0", ["eval", "{tmp}/run", "--workers", "0"], "--workers must be >= 1, got 0"),
+    Case("eval plugin file missing", ["eval", "{tmp}/run", "--plugin", "{tmp}/none.py"],
+         "plugin file not found: {tmp}/none.py"),
     Case("max_len = 0", ["train", "--set", "max_len=0", *TINY], "max_len must be >= 1, got 0"),
     Case("unknown tokenizer", ["train", "--set", "tokenizer=bpe", *TINY],
          "tokenizer must be 'word' or 'sentencepiece', got 'bpe'"),

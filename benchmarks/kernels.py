@@ -1,0 +1,92 @@
+"""The small kernels behind this suite's CPU speed choices, each beside its alternative, in one process.
+
+    python benchmarks/kernels.py --threads 2
+
+Every pair alternates within each round and keeps its best time over --reps rounds, so the
+machine's drift hits both alike:
+- exp vs exp2 over a (1024, V) block of logits (the fused softmax in `textsvae/ops.py` uses exp2);
+- `nn.Dropout` vs `textsvae.dropout.Dropout`, forward + backward on a (32, 22, 256) decoder input;
+- the skip decoder's output layer without gradients: [h ; z] concatenated per row vs z's term
+  once per sample (`ops.skip_cross_entropy`), 6000 rows of 22 steps, with the largest difference;
+- an fp32 and a bf16 square matmul (a CPU without bf16 instructions emulates the latter).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def best_ms(variants: dict, reps: int) -> dict[str, float]:
+    for fn in variants.values():
+        fn()
+    best = {name: float("inf") for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], (time.perf_counter() - start) * 1e3)
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=10)
+    p.add_argument("--vocab", type=int, default=10002)
+    args = p.parse_args()
+    if min(args.threads, args.reps, args.vocab) < 1:
+        p.error("--threads, --reps and --vocab must be >= 1")
+
+    import torch
+    import torch.nn.functional as F
+
+    from textsvae import ops
+    from textsvae.dropout import Dropout
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    V = args.vocab
+    rows = []
+
+    logits = torch.randn(1024, V).clamp_(max=0)
+    work = torch.empty_like(logits)
+    t = best_ms({"exp": lambda: torch.exp(logits, out=work), "exp2": lambda: torch.exp2(logits, out=work)}, args.reps)
+    rows.append(("softmax exponent, (1024, V)", "exp", t["exp"], "exp2", t["exp2"], ""))
+
+    x = torch.randn(32, 22, 256, requires_grad=True)
+    grad = torch.randn(32, 22, 256)
+    plain, ours = torch.nn.Dropout(0.5), Dropout(0.5)
+    t = best_ms({"nn": lambda: plain(x).backward(grad), "ours": lambda: ours(x).backward(grad)}, args.reps)
+    rows.append(("decoder dropout p=0.5, fwd + bwd, (32, 22, 256)", "nn.Dropout", t["nn"],
+                 "textsvae Dropout", t["ours"], ""))
+
+    H, D, N, T = 256, 32, 6000, 22
+    weight, bias = torch.randn(V, H + D) * 0.05, torch.randn(V) * 0.1
+    h, z = torch.randn(N, H), torch.randn(-(-N // T), D)
+    row_sample, targets = torch.arange(N) // T, torch.randint(V, (N,))
+    with torch.no_grad():
+        concat = lambda: ops.linear_cross_entropy(torch.cat([h, z[row_sample]], -1), weight, bias, targets)  # noqa: E731
+        per_sample = lambda: ops.skip_cross_entropy(h, z, row_sample, weight, bias, targets)  # noqa: E731
+        diff = float((concat() - per_sample()).abs().max())
+        exact = F.cross_entropy(torch.cat([h, z[row_sample]], -1).double() @ weight.double().t() + bias.double(),
+                                targets, reduction="none")
+        err = float((per_sample().double() - exact).abs().max())
+        t = best_ms({"concat": concat, "per_sample": per_sample}, args.reps)
+    rows.append((f"skip output layer, no grad, {N} rows", "[h ; z] per row", t["concat"], "z term per sample",
+                 t["per_sample"], f"max |diff| {diff:.1e} nats; vs fp64 {err:.1e}"))
+
+    a32 = torch.randn(512, 512)
+    a16 = a32.bfloat16()
+    t = best_ms({"fp32": lambda: a32 @ a32, "bf16": lambda: a16 @ a16}, max(1, min(args.reps, 3)))
+    rows.append(("square matmul 512^3", "fp32", t["fp32"], "bf16", t["bf16"],
+                 f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"))
+
+    print(f"{args.threads} threads, torch {torch.__version__}, best of {args.reps}")
+    print("| kernel | A | A ms | B | B ms | A / B | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for name, a, ta, b, tb, note in rows:
+        print(f"| {name} | {a} | {ta:.2f} | {b} | {tb:.2f} | x{ta / tb:.2f} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
