@@ -8,6 +8,10 @@ machine's drift hits both alike:
 - `nn.Dropout` vs `textsvae.dropout.Dropout`, forward + backward on a (32, 22, 256) decoder input;
 - the skip decoder's output layer without gradients: [h ; z] concatenated per row vs z's term
   once per sample (`ops.skip_cross_entropy`), 6000 rows of 22 steps, with the largest difference;
+- the fused output layer (`ops.linear_cross_entropy`, H = 256) with ops.FEWER_PASSES off and on:
+  forward + backward over 900 rows (a training step) and forward over 6000 rows (IW-NLL);
+- the decoder's first LSTM layer over 6000 rows (sentences x samples) of 22 steps without
+  gradients: nn.LSTM over the repeated input vs `sample_lstm.lstm_over_samples` (IW-NLL);
 - an fp32 and a bf16 square matmul (a CPU without bf16 instructions emulates the latter).
 """
 from __future__ import annotations
@@ -68,6 +72,43 @@ def main() -> None:
         t = best_ms({"concat": concat, "per_sample": per_sample}, args.reps)
     rows.append((f"skip output layer, no grad, {N} rows", "[h ; z] per row", t["concat"], "z term per sample",
                  t["per_sample"], f"max |diff| {diff:.1e} nats; vs fp64 {err:.1e}"))
+
+    def passes(on: bool, fn):
+        def run():
+            ops.FEWER_PASSES = on
+            try:
+                return fn()
+            finally:
+                ops.FEWER_PASSES = True
+        return run
+
+    w_train = (torch.randn(V, H) * 0.05).requires_grad_()
+    b_train = torch.zeros(V, requires_grad=True)
+    h_train, t_train = torch.randn(900, H).requires_grad_(), torch.randint(V, (900,))
+    train = lambda: ops.linear_cross_entropy(h_train, w_train, b_train, t_train).sum().backward()  # noqa: E731
+    t = best_ms({"off": passes(False, train), "on": passes(True, train)}, args.reps)
+    rows.append(("output layer fwd + bwd, 900 rows", "FEWER_PASSES off", t["off"], "on", t["on"], ""))
+    with torch.no_grad():
+        evaluate = lambda: ops.linear_cross_entropy(h, weight[:, :H], bias, targets)  # noqa: E731
+        diff = float((passes(False, evaluate)() - passes(True, evaluate)()).abs().max())
+        t = best_ms({"off": passes(False, evaluate), "on": passes(True, evaluate)}, args.reps)
+    rows.append((f"output layer no grad, {N} rows", "FEWER_PASSES off", t["off"], "on", t["on"],
+                 f"max |diff| {diff:.1e} nats"))
+
+    from textsvae import sample_lstm
+
+    E, S = 256, 500
+    lstm = torch.nn.LSTM(E + D, H, batch_first=True)
+    emb, z_rows = torch.randn(N // S, T, E), torch.randn(N // S * S, D)
+    state = (torch.randn(1, z_rows.size(0), H), torch.randn(1, z_rows.size(0), H))
+    with torch.no_grad():
+        repeated = lambda: lstm(torch.cat([emb.repeat_interleave(S, 0), z_rows[:, None].expand(-1, T, D)], -1),  # noqa: E731
+                                state)[0]
+        shared = lambda: sample_lstm.lstm_over_samples(lstm, emb, z_rows, state)  # noqa: E731
+        diff = float((repeated() - shared()).abs().max())
+        t = best_ms({"repeated": repeated, "shared": shared}, max(1, min(args.reps, 5)))
+    rows.append((f"decoder LSTM layer 1, no grad, {N // S} sentences x {S} samples", "nn.LSTM, repeated input",
+                 t["repeated"], "sample_lstm", t["shared"], f"max |diff| {diff:.1e}"))
 
     a32 = torch.randn(512, 512)
     a16 = a32.bfloat16()

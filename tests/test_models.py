@@ -144,3 +144,30 @@ def test_cpu_dropout_is_inverted_dropout_with_rate_p():
     drop.eval()
     assert torch.equal(drop(x), x)
     assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("decoder,layers", [("standard", 1), ("skip", 1), ("skip", 2), ("standard", 2)])
+def test_first_layer_over_samples_equals_the_lstm_over_the_repeated_input(monkeypatch, decoder, layers):
+    """Without gradients, S samples of each sentence go through the first decoder layer with each
+    sentence's input projection computed once (textsvae.sample_lstm): log p(x|z) equals nn.LSTM's."""
+    from textsvae import sample_lstm
+
+    torch.manual_seed(0)
+    model = TextVAE(40, ModelConfig(decoder=decoder, emb_dim=8, enc_hidden=8, dec_hidden=6, latent_dim=3,
+                                    dec_layers=layers)).double().eval()
+    for p in model.parameters():          # larger than the init range, so the gates saturate unevenly
+        torch.nn.init.normal_(p, std=0.5)
+    batch = make_batch([[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]], [0, 1, 2])
+    z = torch.randn(3, 4, 3, dtype=torch.float64)
+    runs = []
+    monkeypatch.setattr(sample_lstm, "lstm_over_samples",
+                        lambda *a, f=sample_lstm.lstm_over_samples: runs.append(1) or f(*a))
+    with torch.no_grad():
+        fast = model.log_px_given_z(batch, z)
+        assert runs == [1]
+        monkeypatch.setattr(sample_lstm, "applies", lambda *a: False)
+        plain = model.log_px_given_z(batch, z)
+    assert runs == [1]
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-10)
+    per_sample = torch.stack([model.log_px_given_z(batch, z[:, s]).detach() for s in range(4)], 1)
+    torch.testing.assert_close(fast, per_sample, rtol=0, atol=1e-10)

@@ -108,3 +108,31 @@ def test_skip_output_layer_with_the_z_term_once_per_sample_matches_the_concatena
     z_ref = z.clone().requires_grad_()
     F.cross_entropy(torch.cat([h, z_ref[row_sample]], -1) @ weight.t() + bias, targets, reduction="sum").backward()
     torch.testing.assert_close(z_grad.grad, z_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_whose_softmax_sum_leaves_the_safe_range_are_redone_shifted_by_their_max(monkeypatch, dtype):
+    """The CPU softmax skips the row-max shift; rows with logits near +-400 (2^l2 overflows or all
+    underflow) must still give the NLL and gradients of the shifted computation."""
+    monkeypatch.setattr(ops, "CHUNK_ROWS", 16)
+    h, w, b, t = (x.detach() for x in _inputs(torch.float64))
+    w[:, 0], h[:, 0] = 1.0, 0.0   # feature 0 shifts every logit of a row alike
+    h[3] *= 60.0                  # row max logit in the hundreds: the sum of 2^l2 overflows (or passes 2^60)
+    h[20] *= 60.0
+    h[40, 0] = -500.0             # every logit of row 40 below -400 nats: the sum of 2^l2 underflows
+    weights = torch.rand(50, dtype=torch.float64)
+    ref_h, ref_w, ref_b = (x.clone().requires_grad_() for x in (h, w, b))
+    ref = F.cross_entropy(ref_h @ ref_w.t() + ref_b, t, reduction="none")
+    (ref * weights).sum().backward()
+    ref = ref.detach()
+    got_h, got_w, got_b = (x.to(dtype).requires_grad_() for x in (h, w, b))
+    got = linear_cross_entropy(got_h, got_w, got_b, t)
+    (got * weights.to(dtype)).sum().backward()
+    assert torch.isfinite(got).all()
+    eps = 1e-5 if dtype == torch.float32 else 1e-12   # relative to the largest expected value
+    torch.testing.assert_close(got.double(), ref, rtol=0, atol=eps * float(ref.abs().max()))
+    for expected, actual in ((ref_h.grad, got_h.grad), (ref_w.grad, got_w.grad), (ref_b.grad, got_b.grad)):
+        torch.testing.assert_close(actual.double(), expected, rtol=0, atol=eps * float(expected.abs().max()))
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(*(x.to(dtype) for x in (h, w, b)), t).double(),
+                                   ref, rtol=0, atol=eps * float(ref.abs().max()))

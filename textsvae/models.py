@@ -17,6 +17,7 @@ from .config import ModelConfig
 from .data.batching import Batch
 from .data.vocab import PAD_ID
 from .dropout import Dropout
+from . import sample_lstm
 from .ops import linear_cross_entropy, skip_cross_entropy
 
 
@@ -58,28 +59,40 @@ class Decoder(nn.Module):
         self.fused_loss = True
 
     def hidden_states(self, inputs: torch.Tensor, z: torch.Tensor | None,
-                      cut_recurrent_z: bool = False) -> torch.Tensor:
-        """Top-layer outputs (B, T, H) after output dropout.
+                      cut_recurrent_z: bool = False, n_samples: int | None = None) -> torch.Tensor:
+        """Top-layer outputs (B, T, H) after output dropout; (B * S, T, H) with n_samples S.
 
+        n_samples S: inputs (B, T) are read once per z sample, z being (B * S, D) with row b * S + s
+        sentence b's sample s. Without gradients (IW-NLL), the first layer then projects each
+        sentence's embeddings once (see textsvae.sample_lstm).
         cut_recurrent_z zeroes z wherever it enters the LSTM (inputs and initial state), leaving
         only the softmax skip: used by tests to show the skip path alone reaches the logits.
         """
-        x = self.drop_in(self.embed(inputs))                          # (B, T, E)
-        B, T = inputs.shape
+        x = self.embed(inputs)                                        # (B, T, E)
         if not self.uses_z:
             states = [None] * self.n_layers
             z_steps = None
         else:
+            rows, steps = z.size(0), inputs.size(1)
             z_rec = torch.zeros_like(z) if cut_recurrent_z else z
-            c0 = self.init_state(z_rec).view(B, self.n_layers, self.hidden).transpose(0, 1)  # (L, B, H)
+            c0 = self.init_state(z_rec).view(rows, self.n_layers, self.hidden).transpose(0, 1)  # (L, R, H)
             states = [(torch.tanh(c0[k]).unsqueeze(0).contiguous(), c0[k].unsqueeze(0).contiguous())
                       for k in range(self.n_layers)]
-            z_steps = z_rec.unsqueeze(1).expand(B, T, z.size(-1))    # (B, T, D)
-            x = torch.cat([x, z_steps], dim=-1)
-        for k, lstm in enumerate(self.layers):
+            z_steps = z_rec.unsqueeze(1).expand(rows, steps, z.size(-1))  # (R, T, D)
+        first = 0
+        if n_samples is not None and self.uses_z and (self.drop_in.p == 0 or not self.drop_in.training) \
+                and sample_lstm.applies(self.layers[0], x):
+            x, first = sample_lstm.lstm_over_samples(self.layers[0], x, z_rec, states[0]), 1
+        else:
+            if n_samples is not None:
+                x = x.repeat_interleave(n_samples, dim=0)            # (B * S, T, E)
+            x = self.drop_in(x)
+            if self.uses_z:
+                x = torch.cat([x, z_steps], dim=-1)
+        for k in range(first, self.n_layers):
             if k > 0 and self.skip:
                 x = torch.cat([x, z_steps], dim=-1)
-            x, _ = lstm(x, states[k])
+            x, _ = self.layers[k](x, states[k])
         return self.drop_out(x)
 
     def nll(self, hidden: torch.Tensor, z: torch.Tensor | None, targets: torch.Tensor,
@@ -169,14 +182,13 @@ class TextVAE(nn.Module):
         n_samples = None
         if z is not None and z.dim() == 3:
             B, n_samples, D = z.shape
-            z = z.reshape(B * n_samples, D)
-            inputs = inputs.repeat_interleave(n_samples, dim=0)        # (B*S, T)
+            z = z.reshape(B * n_samples, D)                            # row b*S + s: sentence b, sample s
         rows, steps = batch.target_positions(n_samples)                # only real targets reach the softmax
         with self._autocast():
-            hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z)  # (R, T, H)
+            hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z, n_samples)  # (R, T, H)
             nll = self.decoder.nll(hidden[rows, steps], z, targets[rows // (n_samples or 1), steps],
                                    row_sample=rows if z is not None else None)  # (N,)
-        log_p = torch.zeros(inputs.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
+        log_p = torch.zeros(hidden.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
         return log_p if n_samples is None else log_p.view(-1, n_samples)
 
     def logits_for(self, batch: Batch, z: torch.Tensor | None, cut_recurrent_z: bool = False) -> torch.Tensor:

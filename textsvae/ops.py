@@ -20,6 +20,8 @@ CHUNK_ROWS = 1024
 VOCAB_ALIGN = 32
 LOG2E = 1.4426950408889634      # log2(e)
 LN2 = 0.6931471805599453        # ln(2) = 1 / LOG2E
+FEWER_PASSES = True             # the softmax's passes over (N, V) cut (see _nll_chunks, backward); False: as before
+SAFE_SUM = (2.0 ** -60, 2.0 ** 60)  # a row's sum of 2^l2 outside this is redone shifted by its max
 
 
 class _Workspace:
@@ -53,14 +55,29 @@ def aligned_rows(rows: int, cols: int, dtype: torch.dtype, device: torch.device,
     return WORKSPACE.take(name, rows, padded, dtype, device)[:, :cols]
 
 
+def _redo_shifted(rows: torch.Tensor, h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
+                  row_base: tuple[torch.Tensor, torch.Tensor] | None, exp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows (of this chunk) redone the usual way: exp[rows] = 2^(l2 - m2); returns (sum, m2) per row."""
+    acc = exp.dtype
+    base = bias if row_base is None else row_base[0][row_base[1][rows]]
+    l2 = torch.addmm(base.to(acc), h[rows].to(acc), w.t().to(acc)).mul_(LOG2E)
+    row_max = l2.amax(1, keepdim=True)
+    redone = l2.sub_(row_max).exp2_()
+    exp[rows] = redone
+    return redone.sum(1), row_max.squeeze(1)
+
+
 def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
                 keep: torch.Tensor | None, row_base: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(nll (N,), 1/sum_v exp(l - m) (N,)); if keep (N, V) is given, exp(l - m) is left in it.
+    """(nll (N,), 1/s (N,)) with s = sum_v 2^(l2 - m2); if keep (N, V) is given, 2^(l2 - m2) is left in it.
 
     Works in base 2: the matmul writes l2 = log2(e) * l (its alpha and beta, so no extra pass) and
     exp(l - m) = 2^(l2 - m2): ATen's exp2 kernel ran x1.3-1.6 faster than its exp on AVX2
-    (`benchmarks/kernels.py`, 2 and 1 threads).
+    (`benchmarks/kernels.py`, 2 and 1 threads). The shift m2 is 0 on the CPU when FEWER_PASSES
+    (no row-max pass, no subtraction pass): fp32 holds 2^l2 exactly as well for any |l2| < 126,
+    and rows whose sum leaves SAFE_SUM (overflow, or every logit far below 0) are redone shifted
+    by their max. On other devices m2 is the row max (a per-chunk check would sync with the host).
     row_base = (U, index) (fp32, no keep) replaces the bias: l_i = h_i W^T + U[index_i].
     """
     acc = torch.promote_types(h.dtype, torch.float32)  # softmax precision: fp32 or wider
@@ -74,6 +91,7 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
     if keep is None and h.dtype != acc:
         wide = aligned_rows(min(n, rows), vocab, acc, h.device, "wide")
     bias_2 = bias * LOG2E if h.dtype != acc else None
+    shift_free = FEWER_PASSES and h.device.type == "cpu"
     for start in range(0, n, rows):
         end = min(start + rows, n)
         out = scratch[: end - start] if scratch is not None else keep[start:end]
@@ -87,10 +105,17 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
             logits = (keep[start:end] if keep is not None else wide[: end - start]).copy_(low)
             logits = torch.add(bias_2, logits, alpha=LOG2E, out=logits)
         target_logit = logits.gather(1, targets[start:end, None]).squeeze(1)
-        row_max = logits.amax(1, keepdim=True)
-        exp = logits.sub_(row_max).exp2_()                              # in place: exp(l - m)
-        total = exp.sum(1)
-        nll[start:end] = (row_max.squeeze(1) - target_logit) * LN2 + total.log()
+        if shift_free:
+            total = logits.exp2_().sum(1)                               # in place: 2^l2
+            shift = torch.zeros_like(total)
+            redo = ((total < SAFE_SUM[0]) | ~(total <= SAFE_SUM[1])).nonzero().squeeze(1)  # ~(<=): also NaN
+            if redo.numel():
+                total[redo], shift[redo] = _redo_shifted(redo, h[start:end], w, bias, row_base, logits)
+        else:
+            row_max = logits.amax(1, keepdim=True)
+            total = logits.sub_(row_max).exp2_().sum(1)                 # in place: 2^(l2 - m2)
+            shift = row_max.squeeze(1)
+        nll[start:end] = (shift - target_logit) * LN2 + total.log()
         inv_sum[start:end] = total.reciprocal()
     return nll, inv_sum
 
@@ -110,14 +135,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll):
         h, w, exp, inv_sum, targets = ctx.saved_tensors
-        grad = exp.mul_((grad_nll * inv_sum).unsqueeze(1))             # softmax * dnll, in place
-        grad.scatter_add_(1, targets.unsqueeze(1), -grad_nll.unsqueeze(1).to(grad.dtype))
-        grad_bias = grad.sum(0).to(ctx.dtypes[2])
-        if grad.dtype != h.dtype:                                       # keep the rows aligned for the matmuls
-            grad = aligned_rows(*grad.shape, h.dtype, h.device, "grad").copy_(grad)
-        grad_hidden = (grad @ w).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
-        grad_weight = (grad.t() @ h).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
+        if exp.dtype != h.dtype or not FEWER_PASSES:                    # low-precision matmuls
+            return _backward_via_softmax(ctx, grad_nll)
+        # dnll/dl = g (p - onehot), p = s E with s = inv_sum (per row) and E = exp: the matmuls read E
+        # as it is and the row scales s, g go onto the (N, H) side, so no pass over (N, V) is made
+        scale = grad_nll * inv_sum
+        grad_hidden = None
+        if ctx.needs_input_grad[0]:                                     # g (s E W - W_y)
+            grad_hidden = (exp @ w).mul_(scale.unsqueeze(1)).sub_(grad_nll.unsqueeze(1) * w[targets])
+        # dW = E^T (s h) - sum over rows with target v of g h, db likewise with 1 for h (a matrix-vector
+        # product: a 257th matmul column cost more than reading E once more)
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            grad_weight = (exp.t() @ (h * scale.unsqueeze(1))).index_add_(0, targets, h * grad_nll.unsqueeze(1),
+                                                                           alpha=-1).to(ctx.dtypes[1])
+        grad_bias = (exp.t() @ scale).index_add_(0, targets, grad_nll, alpha=-1).to(ctx.dtypes[2])
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden.to(ctx.dtypes[0])
         return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _backward_via_softmax(ctx, grad_nll):
+    """The backward pass for low-precision matmuls: g (softmax - onehot) made in place, then cast for them."""
+    h, w, exp, inv_sum, targets = ctx.saved_tensors
+    grad = exp.mul_((grad_nll * inv_sum).unsqueeze(1))                 # softmax * dnll, in place
+    grad.scatter_add_(1, targets.unsqueeze(1), -grad_nll.unsqueeze(1).to(grad.dtype))
+    grad_bias = grad.sum(0).to(ctx.dtypes[2])
+    if grad.dtype != h.dtype:                                           # keep the rows aligned for the matmuls
+        grad = aligned_rows(*grad.shape, h.dtype, h.device, "grad").copy_(grad)
+    grad_hidden = (grad @ w).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None
+    grad_weight = (grad.t() @ h).to(ctx.dtypes[1]) if ctx.needs_input_grad[1] else None
+    return grad_hidden, grad_weight, grad_bias, None, None
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
