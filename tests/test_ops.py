@@ -136,3 +136,20 @@ def test_rows_whose_softmax_sum_leaves_the_safe_range_are_redone_shifted_by_thei
     with torch.no_grad():
         torch.testing.assert_close(linear_cross_entropy(*(x.to(dtype) for x in (h, w, b)), t).double(),
                                    ref, rtol=0, atol=eps * float(ref.abs().max()))
+
+
+def test_the_skip_output_layer_redoes_out_of_range_rows_with_their_own_z_term(monkeypatch):
+    """The per-sample z term (no gradients) also reaches the rows redone shifted by their max."""
+    monkeypatch.setattr(ops, "CHUNK_ROWS", 16)
+    g = torch.Generator().manual_seed(1)
+    h, z = torch.randn(40, 16, generator=g), torch.randn(6, 4, generator=g)
+    weight, bias = torch.randn(30, 20, generator=g), torch.randn(30, generator=g)
+    z[2] *= 80.0                           # the rows of sample 2: logits in the hundreds, 2^l2 overflows
+    row_sample = torch.arange(40) % 6
+    targets = torch.randint(30, (40,), generator=g)
+    full = torch.cat([h, z[row_sample]], -1).double() @ weight.double().t() + bias.double()
+    expected = F.cross_entropy(full, targets, reduction="none")
+    with torch.no_grad():
+        got = ops.skip_cross_entropy(h, z, row_sample, weight, bias, targets)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=1e-5 * float(expected.abs().max()))

@@ -2,15 +2,17 @@
 
 nll_i = logsumexp_v(l_i) - l_{i, y_i},  l_i = h_i W^T + b.
 Rows go through in equal chunks of at most CHUNK_ROWS (without a backward pass only one chunk's
-(rows, V) logits exist at a time). The forward pass keeps exp(l_i - m_i) (and 1 / sum) instead of
-the logits, so the backward pass turns them into softmax - onehot in place: no (N, V) zeros,
-log-softmax copy or second gradient buffer is made. The matmul writes straight into that kept
+(rows, V) logits exist at a time). The forward pass keeps E_i = exp(l_i - m_i) and 1 / sum_v E_iv
+instead of the logits (m_i = 0 on the CPU, see _nll_chunks). In fp32 the backward pass reads E
+only through its two matmuls, the per-row scales going onto the (N, H) side; with low-precision
+matmuls it turns E into softmax - onehot in place. No (N, V) zeros, log-softmax copy or second
+gradient buffer is made. The matmul writes straight into that kept
 buffer (or into one chunk buffer), and both are reused from call to call on the CPU: a fresh
 block of tens of MB costs a page fault per 4 kB on every call. Those buffers' rows start a
 multiple of VOCAB_ALIGN elements apart (the logits are a (N, V) view of a (N, V rounded up)
 buffer): at V = 10002 the fp32 matmul ran at 94 GFLOP/s into unaligned rows against 132 into
-aligned ones (`benchmarks/output_layer.py`, 2 threads). Under autocast (bf16 on CPU, bf16/fp16 on GPU) the three matmuls run in low precision
-and the softmax stays in fp32.
+aligned ones (`benchmarks/output_layer.py`, 2 threads). Under autocast (bf16 on CPU, bf16/fp16
+on GPU) the three matmuls run in low precision and the softmax stays in fp32.
 """
 from __future__ import annotations
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+ENABLED = True   # False: the decoder always runs nn.LSTM over the repeated input (benchmarks compare both)
+
 
 def applies(lstm: nn.LSTM, x: torch.Tensor) -> bool:
     """Whether lstm_over_samples may replace lstm(x) here: one layer, no gradients, no autocast, CPU."""
-    return (x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+    return (ENABLED and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
             and lstm.num_layers == 1 and not lstm.bidirectional and lstm.bias and lstm.proj_size == 0
             and lstm.batch_first)
 
