@@ -59,7 +59,9 @@ def aligned_rows(rows: int, cols: int, dtype: torch.dtype, device: torch.device,
 
 def _redo_shifted(rows: torch.Tensor, h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor,
                   row_base: tuple[torch.Tensor, torch.Tensor] | None, exp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows (of this chunk) redone the usual way: exp[rows] = 2^(l2 - m2); returns (sum, m2) per row."""
+    """Rows of one chunk (h, row_base and exp that chunk's) redone the usual way: exp[rows] = 2^(l2 - m2).
+
+    Returns (sum, m2) per row."""
     acc = exp.dtype
     base = bias if row_base is None else row_base[0][row_base[1][rows]]
     l2 = torch.addmm(base.to(acc), h[rows].to(acc), w.t().to(acc)).mul_(LOG2E)
@@ -112,7 +114,8 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
             shift = torch.zeros_like(total)
             redo = ((total < SAFE_SUM[0]) | ~(total <= SAFE_SUM[1])).nonzero().squeeze(1)  # ~(<=): also NaN
             if redo.numel():
-                total[redo], shift[redo] = _redo_shifted(redo, h[start:end], w, bias, row_base, logits)
+                chunk_base = None if row_base is None else (row_base[0], row_base[1][start:end])
+                total[redo], shift[redo] = _redo_shifted(redo, h[start:end], w, bias, chunk_base, logits)
         else:
             row_max = logits.amax(1, keepdim=True)
             total = logits.sub_(row_max).exp2_().sum(1)                 # in place: 2^(l2 - m2)
