@@ -5,8 +5,10 @@ Layer 1 reads [emb(x_t); z] at every step, so its input projection splits as
 the first term the same for every sample of a sentence (computed B * T times, not B * S * T), the
 second the same at every step of a sample (computed B * S times, not B * S * T). The recurrence is
 then a loop over steps: gates_t = shared_t + per_sample + h_{t-1} W_hh^T, with ATen's elementwise
-kernels in place. At the ptb preset with 6000 rows of 22 steps this ran x1.7-1.8 faster than
-nn.LSTM (mkldnn) over the repeated input (`benchmarks/kernels.py`, 2 threads), to float rounding.
+kernels in place. At the ptb preset, over one IW-NLL chunk (12 sentences x 50 samples, 22 steps),
+this ran x1.5 faster than nn.LSTM (mkldnn) over the repeated input, to float rounding
+(`benchmarks/kernels.py`, 2 threads); IW-NLL as a whole, x1.15 with ops.FEWER_PASSES
+(`benchmarks/fast_paths.py`).
 CPU only: on a GPU cuDNN runs the whole sequence.
 """
 from __future__ import annotations
