@@ -7,7 +7,8 @@ change, so each variant runs on the same work in turn and the totals are compare
 - IW-NLL with K samples: every group of --group test sentences is scored by each variant in turn
   (the order rotating from group to group); variants are the plain paths, `ops.FEWER_PASSES`
   alone, and that with `sample_lstm` (the shipped code). Their IW-NLL must agree.
-- training steps: every batch is trained on by each variant in turn (FEWER_PASSES off, on), from
+- training steps: every batch is trained on by each variant in turn (the plain paths,
+  `ops.FEWER_PASSES`, and for the skip decoder that with `ops.Z_TERM_PER_SAMPLE`), from
   the same weights and optimiser state (restored after each variant's step), so both do the same
   arithmetic (with their own dropout draws).
 """
@@ -54,12 +55,16 @@ def iwnll(trainer, cfg, args) -> list[str]:
     return out
 
 
+TRAIN_VARIANTS = {"plain": (False, False), "fewer passes": (True, False), "fewer passes + z term per sample": (True, True)}
+
+
 def train(trainer, args) -> list[str]:
     from textsvae import ops
 
     batches = trainer.train_batches(0)
     model, method = trainer.model, trainer.method
-    seconds = {False: 0.0, True: 0.0}
+    names = list(TRAIN_VARIANTS) if model.decoder.skip else list(TRAIN_VARIANTS)[:2]
+    seconds = dict.fromkeys(names, 0.0)
     for _ in range(args.warmup):
         method.train_step(trainer, next(batches), 1.0)
     tokens = 0
@@ -67,17 +72,17 @@ def train(trainer, args) -> list[str]:
         batch = next(batches)
         weights = copy.deepcopy(model.state_dict())
         optimiser = copy.deepcopy(trainer.optimizer.state_dict())
-        for on in ((False, True) if step % 2 == 0 else (True, False)):
+        for name in names[step % len(names):] + names[: step % len(names)]:
             model.load_state_dict(weights)
             trainer.optimizer.load_state_dict(optimiser)
-            ops.FEWER_PASSES = on
+            ops.FEWER_PASSES, ops.Z_TERM_PER_SAMPLE = TRAIN_VARIANTS[name]
             began = time.perf_counter()
             method.train_step(trainer, batch, 1.0)
-            seconds[on] += time.perf_counter() - began
+            seconds[name] += time.perf_counter() - began
         tokens += batch.n_targets
-    ops.FEWER_PASSES = True
-    return [f"| training, {args.steps} steps | FEWER_PASSES {'on' if on else 'off'} | {seconds[on]:.1f} s | "
-            f"x{seconds[False] / seconds[on]:.2f} | {tokens / seconds[on]:.0f} tok/s |" for on in (False, True)]
+    ops.FEWER_PASSES = ops.Z_TERM_PER_SAMPLE = True
+    return [f"| training, {args.steps} steps | {name} | {seconds[name]:.1f} s | "
+            f"x{seconds['plain'] / seconds[name]:.2f} | {tokens / seconds[name]:.0f} tok/s |" for name in names]
 
 
 def main() -> None:

@@ -171,3 +171,23 @@ def test_first_layer_over_samples_equals_the_lstm_over_the_repeated_input(monkey
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-10)
     per_sample = torch.stack([model.log_px_given_z(batch, z[:, s]).detach() for s in range(4)], 1)
     torch.testing.assert_close(fast, per_sample, rtol=0, atol=1e-10)
+
+
+def test_skip_decoder_fp32_gradients_equal_the_plain_output_layer():
+    """The skip decoder's fused output layer with z's part once per sample (ops.skip_cross_entropy)
+    gives log p(x|z) and every parameter gradient of the plain concatenated layer, in fp32."""
+    torch.manual_seed(0)
+    m = TextVAE(40, ModelConfig(decoder="skip", emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=4,
+                                dropout_in=0.0, dropout_out=0.0))
+    batch = make_batch([[5, 6, 7], [8, 9], [10, 11, 12, 13, 14]], [0, 1, 2])
+    z = torch.randn(3, 4, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        m.zero_grad()
+        z.grad = None
+        m.decoder.fused_loss = fused
+        log_p = m.log_px_given_z(batch, z)
+        log_p.sum().backward()
+        results.append([log_p.detach(), z.grad.clone()] + [p.grad.clone() for p in m.decoder.parameters()])
+    for fused, plain in zip(*results):
+        torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-6)

@@ -89,25 +89,33 @@ def test_model_log_px_fused_equals_plain_path(decoder):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("chunk_rows", [1024, 7])
-def test_skip_output_layer_with_the_z_term_once_per_sample_matches_the_concatenation(monkeypatch, chunk_rows):
+@pytest.mark.parametrize("chunk_rows,max_runs", [(1024, 256), (7, 256), (1024, 0)])
+def test_skip_output_layer_with_the_z_term_once_per_sample_matches_the_concatenation(monkeypatch, chunk_rows,
+                                                                                     max_runs):
     """softmax(W [h_i ; z_s(i)] + b) with U = z W_z^T + b per sample equals the per-row concatenation,
-    without gradients; with them it takes the concatenated path and z gets its gradient."""
+    values and the gradients of h, z, W and b (U's gradient summed over each sample's rows, by runs
+    of rows or, max_runs = 0, by index_add_)."""
     monkeypatch.setattr(ops, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(ops, "MAX_RUNS", max_runs)
     g = torch.Generator().manual_seed(0)
     h, z = torch.randn(40, 16, generator=g), torch.randn(6, 4, generator=g)
     weight, bias = torch.randn(30, 20, generator=g), torch.randn(30, generator=g)
     row_sample = torch.randint(6, (40,), generator=g)
     targets = torch.randint(30, (40,), generator=g)
-    expected = F.cross_entropy(torch.cat([h, z[row_sample]], -1) @ weight.t() + bias, targets, reduction="none")
+    row_weights = torch.rand(40, generator=g)
+    leaves = [x.double().requires_grad_() for x in (h, z, weight, bias)]
+    expected = F.cross_entropy(torch.cat([leaves[0], leaves[1][row_sample]], -1) @ leaves[2].t() + leaves[3],
+                               targets, reduction="none")
+    (expected * row_weights.double()).sum().backward()
     with torch.no_grad():
         got = ops.skip_cross_entropy(h, z, row_sample, weight, bias, targets)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    z_grad = z.clone().requires_grad_()
-    ops.skip_cross_entropy(h, z_grad, row_sample, weight, bias, targets).sum().backward()
-    z_ref = z.clone().requires_grad_()
-    F.cross_entropy(torch.cat([h, z_ref[row_sample]], -1) @ weight.t() + bias, targets, reduction="sum").backward()
-    torch.testing.assert_close(z_grad.grad, z_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    ours = [x.clone().requires_grad_() for x in (h, z, weight, bias)]
+    got = ops.skip_cross_entropy(*ours[:2], row_sample, *ours[2:], targets)
+    (got * row_weights).sum().backward()
+    torch.testing.assert_close(got.double(), expected.detach(), rtol=1e-5, atol=1e-5)
+    for mine, ref in zip(ours, leaves):
+        torch.testing.assert_close(mine.grad.double(), ref.grad, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -24,6 +24,8 @@ LOG2E = 1.4426950408889634      # log2(e)
 LN2 = 0.6931471805599453        # ln(2) = 1 / LOG2E
 FEWER_PASSES = True             # the softmax's passes over (N, V) cut (see _nll_chunks, backward); False: as before
 SAFE_SUM = (2.0 ** -60, 2.0 ** 60)  # a row's sum of 2^l2 outside this is redone shifted by its max
+Z_TERM_PER_SAMPLE = True        # the skip layer's z part once per sample (skip_cross_entropy); False: [h ; z] per row
+MAX_RUNS = 256                  # _sum_rows_per_sample: more runs of one sample's rows than this use index_add_
 
 
 class _Workspace:
@@ -82,7 +84,7 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
     (no row-max pass, no subtraction pass): fp32 holds 2^l2 exactly as well for any |l2| < 126,
     and rows whose sum leaves SAFE_SUM (overflow, or every logit far below 0) are redone shifted
     by their max. On other devices m2 is the row max (a per-chunk check would sync with the host).
-    row_base = (U, index) (fp32, no keep) replaces the bias: l_i = h_i W^T + U[index_i].
+    row_base = (U, index) replaces the bias: l_i = h_i W^T + U[index_i].
     """
     acc = torch.promote_types(h.dtype, torch.float32)  # softmax precision: fp32 or wider
     n, vocab = h.size(0), w.size(0)
@@ -188,19 +190,72 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
         return _nll_chunks(h, w, bias.to(torch.promote_types(h.dtype, torch.float32)), targets, keep=None)[0]
 
 
+class _SkipLinearCrossEntropy(torch.autograd.Function):
+    """softmax(W_h h_i + U_s(i)) with U = z W_z^T + b, z's part once per sample in both passes (fp32)."""
+
+    @staticmethod
+    def forward(ctx, hidden, z, row_sample, weight, bias, targets):
+        h_dim = hidden.size(1)
+        per_sample = torch.addmm(bias, z, weight[:, h_dim:].t())                  # (S, V): U = z W_z^T + b
+        exp = aligned_rows(hidden.size(0), weight.size(0), hidden.dtype, hidden.device, "exp")
+        nll, inv_sum = _nll_chunks(hidden, weight[:, :h_dim], bias, targets, keep=exp,
+                                   row_base=(per_sample, row_sample))
+        ctx.save_for_backward(hidden, z, row_sample, weight, exp, inv_sum, targets)
+        return nll
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_nll):
+        # as _LinearCrossEntropy's fp32 backward for W_h and h; U's gradient is summed per sample:
+        # dU_s = sum over rows i of sample s of g_i (s_i E_i - onehot(y_i)), then dz, dW_z and db from it
+        hidden, z, row_sample, weight, exp, inv_sum, targets = ctx.saved_tensors
+        h_dim = hidden.size(1)
+        w_h, w_z = weight[:, :h_dim], weight[:, h_dim:]
+        scale = grad_nll * inv_sum
+        grad_hidden = (exp @ w_h).mul_(scale.unsqueeze(1)).sub_(grad_nll.unsqueeze(1) * w_h[targets])
+        grad_weight = torch.empty_like(weight)
+        torch.mm(exp.t(), hidden * scale.unsqueeze(1), out=grad_weight[:, :h_dim])  # straight into its columns
+        grad_weight[:, :h_dim].index_add_(0, targets, hidden * grad_nll.unsqueeze(1), alpha=-1)
+        grad_u = _sum_rows_per_sample(exp, scale, row_sample, z.size(0))
+        grad_u.index_put_((row_sample, targets), -grad_nll, accumulate=True)
+        torch.mm(grad_u.t(), z, out=grad_weight[:, h_dim:])
+        return grad_hidden, grad_u @ w_z, None, grad_weight, grad_u.sum(0), None
+
+
+def _sum_rows_per_sample(exp: torch.Tensor, scale: torch.Tensor, row_sample: torch.Tensor, samples: int) -> torch.Tensor:
+    """(samples, V): sum over the rows i of each sample of scale_i E_i, one read of E, no (N, V) write.
+
+    Rows of one sample come in runs (a sentence's targets are consecutive), so each run is one
+    matrix-vector product; many short runs fall back to a scaled copy and index_add_."""
+    values, counts = torch.unique_consecutive(row_sample, return_counts=True)
+    out = torch.zeros(samples, exp.size(1), dtype=exp.dtype, device=exp.device)
+    if values.numel() > MAX_RUNS:
+        return out.index_add_(0, row_sample, exp * scale.unsqueeze(1))
+    start = 0
+    for value, count in zip(values.tolist(), counts.tolist()):
+        out[value].addmv_(exp[start:start + count].t(), scale[start:start + count])
+        start += count
+    return out
+
+
 def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.Tensor, weight: torch.Tensor,
                        bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-row NLL of softmax(W [h_i ; z_s(i)] + b), the skip decoder's output layer, without a backward pass.
+    """Per-row NLL of softmax(W [h_i ; z_s(i)] + b), the skip decoder's output layer.
 
     (N, H), (S, D), (N,) sample of each row, (V, H + D), (V,), (N,) -> (N,). Its z-part is the same
     at every step of a sample, so U = z W_z^T + b is computed once per sample (S rows) and gathered
-    per row where the bias would be added: the per-row matmul has inner size H, not H + D
-    (11% fewer multiply-adds at H = 256, D = 32). Gradients and autocast take the plain path.
+    per row where the bias would be added: the per-row matmuls have inner size H, not H + D
+    (11% fewer multiply-adds at H = 256, D = 32). With gradients, U's gradient is summed over each
+    sample's rows (one pass over the kept softmax block) before dz and dW_z. Autocast, other dtypes
+    and Z_TERM_PER_SAMPLE = False take the concatenated path.
     """
     device = hidden.device.type
-    if (torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias))) or \
-            torch.is_autocast_enabled(device) or hidden.dtype != torch.float32:
+    if not Z_TERM_PER_SAMPLE or torch.is_autocast_enabled(device) or hidden.dtype != torch.float32:
         return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias)):
+        if not FEWER_PASSES:           # its backward pass is the fewer-passes one
+            return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
+        return _SkipLinearCrossEntropy.apply(hidden, z, row_sample, weight, bias, targets)
     h_dim = hidden.size(-1)
     per_sample = torch.addmm(bias, z, weight[:, h_dim:].t())                      # (S, V): U = z W_z^T + b
     return _nll_chunks(hidden, weight[:, :h_dim], bias, targets, keep=None, row_base=(per_sample, row_sample))[0]
