@@ -223,19 +223,22 @@ class _SkipLinearCrossEntropy(torch.autograd.Function):
 
 
 def _sum_rows_per_sample(exp: torch.Tensor, scale: torch.Tensor, row_sample: torch.Tensor, samples: int) -> torch.Tensor:
-    """(samples, V): sum over the rows i of each sample of scale_i E_i, one read of E, no (N, V) write.
+    """(samples, V): sum over the rows i of each sample of scale_i E_i.
 
-    Rows of one sample come in runs (a sentence's targets are consecutive), so each run is one
-    matrix-vector product; many short runs fall back to a scaled copy and index_add_."""
-    values, counts = torch.unique_consecutive(row_sample, return_counts=True)
+    On the CPU, rows of one sample come in runs (a sentence's targets are consecutive), so each run
+    is one matrix-vector product: one read of E and no (N, V) write (index_add_ on the strided E ran
+    as a slow scatter). Past MAX_RUNS runs, and on GPUs (no host sync), a scaled copy and index_add_.
+    """
     out = torch.zeros(samples, exp.size(1), dtype=exp.dtype, device=exp.device)
-    if values.numel() > MAX_RUNS:
-        return out.index_add_(0, row_sample, exp * scale.unsqueeze(1))
-    start = 0
-    for value, count in zip(values.tolist(), counts.tolist()):
-        out[value].addmv_(exp[start:start + count].t(), scale[start:start + count])
-        start += count
-    return out
+    if exp.device.type == "cpu":
+        values, counts = torch.unique_consecutive(row_sample, return_counts=True)
+        if values.numel() <= MAX_RUNS:
+            start = 0
+            for value, count in zip(values.tolist(), counts.tolist()):
+                out[value].addmv_(exp[start:start + count].t(), scale[start:start + count])
+                start += count
+            return out
+    return out.index_add_(0, row_sample, exp * scale.unsqueeze(1))
 
 
 def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.Tensor, weight: torch.Tensor,
