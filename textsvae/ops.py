@@ -144,22 +144,29 @@ class _LinearCrossEntropy(torch.autograd.Function):
         h, w, exp, inv_sum, targets = ctx.saved_tensors
         if exp.dtype != h.dtype or not FEWER_PASSES:                    # low-precision matmuls
             return _backward_via_softmax(ctx, grad_nll)
-        # dnll/dl = g (p - onehot), p = s E with s = inv_sum (per row) and E = exp: the matmuls read E
-        # as it is and the row scales s, g go onto the (N, H) side, so no pass over (N, V) is made
         scale = grad_nll * inv_sum
-        grad_hidden = None
-        if ctx.needs_input_grad[0]:                                     # g (s E W - W_y)
-            grad_hidden = (exp @ w).mul_(scale.unsqueeze(1)).sub_(grad_nll.unsqueeze(1) * w[targets])
-        # dW = E^T (s h) - sum over rows with target v of g h, db likewise with 1 for h (a matrix-vector
-        # product: a 257th matmul column cost more than reading E once more)
-        grad_weight = None
-        if ctx.needs_input_grad[1]:
-            grad_weight = (exp.t() @ (h * scale.unsqueeze(1))).index_add_(0, targets, h * grad_nll.unsqueeze(1),
-                                                                           alpha=-1).to(ctx.dtypes[1])
+        grad_hidden = _grad_hidden(exp, w, scale, grad_nll, targets).to(ctx.dtypes[0]) \
+            if ctx.needs_input_grad[0] else None
+        grad_weight = _grad_weight(exp, h, scale, grad_nll, targets).to(ctx.dtypes[1]) \
+            if ctx.needs_input_grad[1] else None
+        # db likewise with 1 for h, a matrix-vector product (a 257th matmul column cost more)
         grad_bias = (exp.t() @ scale).index_add_(0, targets, grad_nll, alpha=-1).to(ctx.dtypes[2])
-        if grad_hidden is not None:
-            grad_hidden = grad_hidden.to(ctx.dtypes[0])
         return grad_hidden, grad_weight, grad_bias, None, None
+
+
+# fp32 backward passes: dnll/dl = g (p - onehot) with p = s E (s = inv_sum per row, E = exp as kept).
+# The matmuls read E as it is and the row scales s, g go onto the (N, H) side: no pass over (N, V).
+def _grad_hidden(exp: torch.Tensor, w: torch.Tensor, scale: torch.Tensor, grad_nll: torch.Tensor,
+                 targets: torch.Tensor) -> torch.Tensor:
+    """dnll/dh = s (E W) - g W_y (scale = g s)."""
+    return (exp @ w).mul_(scale.unsqueeze(1)).sub_(grad_nll.unsqueeze(1) * w[targets])
+
+
+def _grad_weight(exp: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, grad_nll: torch.Tensor,
+                 targets: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """dnll/dW = E^T (s h) - the sum of g h over the rows with target v (written into out if given)."""
+    return torch.mm(exp.t(), h * scale.unsqueeze(1), out=out).index_add_(0, targets, h * grad_nll.unsqueeze(1),
+                                                                        alpha=-1)
 
 
 def _backward_via_softmax(ctx, grad_nll):
@@ -195,11 +202,8 @@ class _SkipLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, z, row_sample, weight, bias, targets):
-        h_dim = hidden.size(1)
-        per_sample = torch.addmm(bias, z, weight[:, h_dim:].t())                  # (S, V): U = z W_z^T + b
         exp = aligned_rows(hidden.size(0), weight.size(0), hidden.dtype, hidden.device, "exp")
-        nll, inv_sum = _nll_chunks(hidden, weight[:, :h_dim], bias, targets, keep=exp,
-                                   row_base=(per_sample, row_sample))
+        nll, inv_sum = _skip_nll_chunks(hidden, z, row_sample, weight, bias, targets, keep=exp)
         ctx.save_for_backward(hidden, z, row_sample, weight, exp, inv_sum, targets)
         return nll
 
@@ -212,10 +216,9 @@ class _SkipLinearCrossEntropy(torch.autograd.Function):
         h_dim = hidden.size(1)
         w_h, w_z = weight[:, :h_dim], weight[:, h_dim:]
         scale = grad_nll * inv_sum
-        grad_hidden = (exp @ w_h).mul_(scale.unsqueeze(1)).sub_(grad_nll.unsqueeze(1) * w_h[targets])
+        grad_hidden = _grad_hidden(exp, w_h, scale, grad_nll, targets)
         grad_weight = torch.empty_like(weight)
-        torch.mm(exp.t(), hidden * scale.unsqueeze(1), out=grad_weight[:, :h_dim])  # straight into its columns
-        grad_weight[:, :h_dim].index_add_(0, targets, hidden * grad_nll.unsqueeze(1), alpha=-1)
+        _grad_weight(exp, hidden, scale, grad_nll, targets, out=grad_weight[:, :h_dim])  # straight into its columns
         grad_u = _sum_rows_per_sample(exp, scale, row_sample, z.size(0))
         grad_u.index_put_((row_sample, targets), -grad_nll, accumulate=True)
         torch.mm(grad_u.t(), z, out=grad_weight[:, h_dim:])
@@ -241,6 +244,15 @@ def _sum_rows_per_sample(exp: torch.Tensor, scale: torch.Tensor, row_sample: tor
     return out.index_add_(0, row_sample, exp * scale.unsqueeze(1))
 
 
+def _skip_nll_chunks(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.Tensor, weight: torch.Tensor,
+                     bias: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """_nll_chunks of the skip layer with U = z W_z^T + b (S, V) once per sample in place of the bias."""
+    h_dim = hidden.size(1)
+    per_sample = torch.addmm(bias, z, weight[:, h_dim:].t())
+    return _nll_chunks(hidden, weight[:, :h_dim], bias, targets, keep=keep, row_base=(per_sample, row_sample))
+
+
 def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.Tensor, weight: torch.Tensor,
                        bias: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-row NLL of softmax(W [h_i ; z_s(i)] + b), the skip decoder's output layer.
@@ -252,13 +264,10 @@ def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.
     sample's rows (one pass over the kept softmax block) before dz and dW_z. Autocast, other dtypes
     and Z_TERM_PER_SAMPLE = False take the concatenated path.
     """
-    device = hidden.device.type
-    if not Z_TERM_PER_SAMPLE or torch.is_autocast_enabled(device) or hidden.dtype != torch.float32:
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias))
+    if not Z_TERM_PER_SAMPLE or torch.is_autocast_enabled(hidden.device.type) or hidden.dtype != torch.float32 \
+            or (needs_grad and not FEWER_PASSES):      # the per-sample backward is a fewer-passes one
         return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias)):
-        if not FEWER_PASSES:           # its backward pass is the fewer-passes one
-            return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
+    if needs_grad:
         return _SkipLinearCrossEntropy.apply(hidden, z, row_sample, weight, bias, targets)
-    h_dim = hidden.size(-1)
-    per_sample = torch.addmm(bias, z, weight[:, h_dim:].t())                      # (S, V): U = z W_z^T + b
-    return _nll_chunks(hidden, weight[:, :h_dim], bias, targets, keep=None, row_base=(per_sample, row_sample))[0]
+    return _skip_nll_chunks(hidden, z, row_sample, weight, bias, targets, keep=None)[0]
