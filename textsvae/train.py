@@ -29,6 +29,7 @@ from .io import (append_jsonl, atomic_torch_save, atomic_write_json, atomic_writ
                  remove_partial_writes)
 from .methods import Method, build_method
 from .models import TextVAE, count_parameters
+from .optim import clip_grad_norm, sparse_embeddings
 from .validation import validate
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,7 @@ class Trainer:
         self.method = method or build_method(t.method, t.method_params)
         self.model = TextVAE(len(self.corpus.vocab), config.model).to(self.device)
         self.model.set_precision(t.precision)
+        sparse_embeddings(self.model, t.optimizer, t.momentum)
         if self.device.type == "cpu" and "bf16" in (t.precision, config.eval.eval_precision):
             warn_if_bf16_is_emulated()
         self.method.setup(self)
@@ -155,7 +157,7 @@ class Trainer:
     def clip_and_step(self, optimizer: torch.optim.Optimizer, params=None) -> None:
         if self.config.train.clip_grad > 0:
             params = params if params is not None else self.model.parameters()
-            torch.nn.utils.clip_grad_norm_(params, self.config.train.clip_grad)
+            clip_grad_norm(params, self.config.train.clip_grad)
         optimizer.step()
 
     def train_batches(self, epoch: int):
