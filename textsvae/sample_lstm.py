@@ -5,7 +5,8 @@ Layer 1 reads [emb(x_t); z] at every step, so its input projection splits as
 the first term the same for every sample of a sentence (computed B * T times, not B * S * T), the
 second the same at every step of a sample (computed B * S times, not B * S * T). The recurrence is
 then a loop over steps: gates_t = shared_t + per_sample + h_{t-1} W_hh^T, with ATen's elementwise
-kernels in place. At the ptb preset, over one IW-NLL chunk (12 sentences x 50 samples, 22 steps),
+kernels in place. Every tanh is taken as tanh(x) = 2 sigma(2x) - 1: ATen's fp32 tanh ran about 4x
+slower than its sigmoid on this project's AVX2 machine, and a strided one 2x slower still. At the ptb preset, over one IW-NLL chunk (12 sentences x 50 samples, 22 steps),
 this ran x1.5 faster than nn.LSTM (mkldnn) over the repeated input, to float rounding
 (`benchmarks/kernels.py`, 2 threads); IW-NLL as a whole, x1.15 with ops.FEWER_PASSES
 (`benchmarks/fast_paths.py`).
@@ -36,21 +37,22 @@ def lstm_over_samples(lstm: nn.LSTM, shared_input: torch.Tensor, z: torch.Tensor
     batch, steps, emb_dim = shared_input.shape
     rows, hidden = z.size(0), lstm.hidden_size
     samples = rows // batch
-    w_ih, w_hh = lstm.weight_ih_l0, lstm.weight_hh_l0
-    shared = torch.addmm(lstm.bias_ih_l0 + lstm.bias_hh_l0, shared_input.reshape(batch * steps, emb_dim),
+    # the cell input's rows doubled: one sigmoid over all four gates gives s = sigma(2 g), and g = 2 s - 1
+    doubled = torch.ones(4 * hidden, 1, dtype=z.dtype)
+    doubled[2 * hidden: 3 * hidden] = 2.0
+    w_ih, w_hh, bias = lstm.weight_ih_l0 * doubled, lstm.weight_hh_l0 * doubled, lstm.bias_ih_l0 + lstm.bias_hh_l0
+    shared = torch.addmm(bias * doubled[:, 0], shared_input.reshape(batch * steps, emb_dim),
                          w_ih[:, :emb_dim].t()).view(batch, steps, 1, 4 * hidden)
     per_sample = (z @ w_ih[:, emb_dim:].t()).view(batch, samples, 4 * hidden)
     out = torch.empty(rows, steps, hidden, dtype=z.dtype)
     gates = torch.empty(rows, 4 * hidden, dtype=z.dtype)
-    tanh_c = torch.empty(rows, hidden, dtype=z.dtype)
+    sigma_c = torch.empty(rows, hidden, dtype=z.dtype)
     h, c = state[0][0], state[1][0].clone()
-    in_gate, forget_gate, cell_input, out_gate = gates.split(hidden, dim=1)   # PyTorch's gate order
+    in_gate, forget_gate, cell_sigma, out_gate = gates.split(hidden, dim=1)   # PyTorch's gate order
     for t in range(steps):
         torch.add(per_sample, shared[:, t], out=gates.view(batch, samples, 4 * hidden))
-        gates.addmm_(h, w_hh.t())
-        gates[:, : 2 * hidden].sigmoid_()                                    # input and forget gates
-        cell_input.tanh_()
-        out_gate.sigmoid_()
-        c.mul_(forget_gate).addcmul_(in_gate, cell_input)                    # c_t = f c_{t-1} + i g
-        h = torch.mul(out_gate, torch.tanh(c, out=tanh_c), out=out[:, t])    # h_t = o tanh(c_t)
+        gates.addmm_(h, w_hh.t()).sigmoid_()                                 # i, f, sigma(2 g), o
+        c.mul_(forget_gate).addcmul_(in_gate, cell_sigma, value=2.0).sub_(in_gate)     # c_t = f c + i (2 s - 1)
+        torch.mul(c, 2.0, out=sigma_c).sigmoid_()
+        h = torch.mul(out_gate, sigma_c, out=out[:, t]).mul_(2.0).sub_(out_gate)  # h_t = o tanh(c_t) = o (2 sigma(2 c) - 1)
     return out
