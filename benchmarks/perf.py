@@ -16,7 +16,9 @@ Each case runs in its own subprocess (so its peak memory is its own) one after a
 - `reseed`: the fp32 training case again with other dropout draws (same init, same batches): how far
   two fp32 runs' validation losses drift apart, the yardstick for the bf16 run's difference.
 Each timed case also probes the fp32 matmul rate in its own process just before and just after its timing
-(this machine's speed drifts by 10-20% over minutes); its ratio is against the faster of the two.
+(this machine's speed drifts by 10-25% over minutes); its ratio is against the faster of the two. The
+training and IW-NLL cases run in --slices slices with a short probe (2048^3, --slice-probe-seconds)
+after each, and a second ratio is against those probes' time-weighted rate during the case.
 Rows are JSON; the table printed at the end quotes each rate as a fraction of the fp32 matmul.
 """
 from __future__ import annotations
@@ -79,6 +81,31 @@ def matmul_rate(dtype, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
     return best
 
 
+
+def probed_slices(work: list, probe_seconds: float) -> tuple[list, float, float]:
+    """Run each callable of work in turn, with a short fp32 matmul probe before the first and after each.
+
+    Returns (their results, the work's seconds, the probe's GFLOP/s during the work): each slice
+    weighted by its seconds and rated by the mean of the probes on either side of it, so that a
+    case on a machine whose speed drifts within minutes is compared with that machine at that time.
+    """
+    import torch
+
+    rates, results, seconds = [matmul_rate(torch.float32, (2048,), probe_seconds)], [], []
+    for fn in work:
+        start = time.perf_counter()
+        results.append(fn())
+        seconds.append(time.perf_counter() - start)
+        rates.append(matmul_rate(torch.float32, (2048,), probe_seconds))
+    during = sum(t * (a + b) / 2 for t, a, b in zip(seconds, rates, rates[1:])) / sum(seconds)
+    return results, sum(seconds), during
+
+
+def _split(items: list, parts: int) -> list[list]:
+    """items in min(parts, len(items)) consecutive runs of near-equal size."""
+    parts = min(parts, len(items))
+    return [items[len(items) * i // parts: len(items) * (i + 1) // parts] for i in range(parts)]
+
 def case_matmul(args) -> dict:
     """fp32, and bf16 when --precisions asks for it (a CPU without bf16 instructions takes minutes on it)."""
     import torch
@@ -108,17 +135,24 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
     batches = trainer.train_batches(0)
     for _ in range(args.warmup):
         trainer.method.train_step(trainer, next(batches), 1.0)
-    tokens, start = 0, time.perf_counter()
-    for _ in range(args.steps):
-        batch = next(batches)
-        trainer.method.train_step(trainer, batch, 1.0)
-        tokens += batch.n_targets
-    seconds = time.perf_counter() - start
-    rate = tokens / seconds
+
+    def steps(n: int):
+        def run() -> int:
+            tokens = 0
+            for _ in range(n):
+                batch = next(batches)
+                trainer.method.train_step(trainer, batch, 1.0)
+                tokens += batch.n_targets
+            return tokens
+        return run
+
+    slices = [steps(len(part)) for part in _split(range(args.steps), args.slices)]
+    tokens, seconds, probe_during = probed_slices(slices, args.slice_probe_seconds)
+    rate = sum(tokens) / seconds
     trainer.model.set_precision("fp32")  # compare precisions on the same fp32 validation
     valid = trainer.validate("valid")
     return {"tokens_per_s": rate, "gflops": 6 * sum(macs.values()) * rate / 1e9, "steps": args.steps,
-            "seconds": seconds, "valid_loss_after_steps": valid["loss"], "epoch_seconds_est":
+            "seconds": seconds, "probe_gflops_during": probe_during, "valid_loss_after_steps": valid["loss"], "epoch_seconds_est":
             trainer.corpus.tokens("train") / rate, "macs_per_token": macs}
 
 
@@ -133,15 +167,17 @@ def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
     sentences = trainer.corpus.splits["test"][: args.eval_sentences]
     trainer.model.eval()
     evaluate_model(trainer.model, trainer.method, sentences[:8], cfg.eval, trainer.device, iw_samples=args.k)
-    start = time.perf_counter()
-    result = evaluate_model(trainer.model, trainer.method, sentences, cfg.eval, trainer.device, iw_samples=args.k)
-    seconds = time.perf_counter() - start
+    groups = _split(sentences, args.slices)
+    results, seconds, probe_during = probed_slices(
+        [lambda g=g: evaluate_model(trainer.model, trainer.method, g, cfg.eval, trainer.device, iw_samples=args.k)
+         for g in groups], args.slice_probe_seconds)
+    iw_nll = sum(r["iw_nll"] * len(g) for r, g in zip(results, groups)) / len(sentences)
     targets = sum(len(s) + 1 for s in sentences)
     n_test = len(trainer.corpus.splits["test"])
     return {"k": args.k, "sentences": len(sentences), "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
             "full_test_seconds_est": seconds * n_test / len(sentences), "test_sentences": n_test,
             "gflops": 2 * (macs["decoder"] + macs["output"]) * targets * args.k / seconds / 1e9,
-            "iw_nll": result["iw_nll"], "workers": workers,
+            "iw_nll": iw_nll, "workers": workers, "probe_gflops_during": probe_during,
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else None}
 
 
@@ -224,11 +260,16 @@ def main() -> None:
     p.add_argument("--k", type=int, default=500, help="IW samples")
     p.add_argument("--eval-sentences", type=int, default=200, help="test sentences timed for IW-NLL")
     p.add_argument("--probe-seconds", type=float, default=5.0)
+    p.add_argument("--slices", type=int, default=5, help="timed training and IW-NLL cases run in this many slices, "
+                   "a short matmul probe after each")
+    p.add_argument("--slice-probe-seconds", type=float, default=0.5)
     p.add_argument("--out", default=None, help="write the JSON rows here")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--decoder", default="", help=argparse.SUPPRESS)
     p.add_argument("--precision", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.slices < 1 or args.slice_probe_seconds <= 0:
+        p.error("--slices must be >= 1 and --slice-probe-seconds > 0")
     unknown = set(args.cases.split(",")) - set(CASES) - {"pack"}
     if unknown:
         p.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(set(CASES) | {'pack'}))}")
@@ -246,7 +287,8 @@ def main() -> None:
     base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
             "--precisions", args.precisions,
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
-            "--eval-sentences", str(args.eval_sentences), "--probe-seconds", str(args.probe_seconds)]
+            "--eval-sentences", str(args.eval_sentences), "--probe-seconds", str(args.probe_seconds),
+            "--slices", str(args.slices), "--slice-probe-seconds", str(args.slice_probe_seconds)]
     for case, decoder, precision in plan:
         print(f"... {case} {decoder} {precision}", file=sys.stderr, flush=True)
         if case == "pack":  # --threads training processes side by side, 1 thread each: the bench's packing
@@ -285,7 +327,8 @@ def run_packed(base: list[str], decoder: str, jobs: int) -> dict:
             "tokens_per_s": sum(r["tokens_per_s"] for r in rows), "gflops": sum(r["gflops"] for r in rows),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
             # each process probed one thread while the other ran: their sum is the machine's rate then
-            "probe_gflops": [sum(r["probe_gflops"][i] for r in rows) for i in (0, 1)]}
+            "probe_gflops": [sum(r["probe_gflops"][i] for r in rows) for i in (0, 1)],
+            "probe_gflops_during": sum(r["probe_gflops_during"] for r in rows)}
 
 
 def print_table(rows: list[dict]) -> None:
@@ -304,14 +347,19 @@ def print_table(rows: list[dict]) -> None:
         base = own or ref.get("float32")
         return f"{r['gflops'] / base:.0%} of {base:.0f}" if base and "gflops" in r else "-"
 
+    def of_during(r: dict) -> str:
+        """GFLOP/s as a fraction of the probes taken between the case's slices (time-weighted)."""
+        base = r.get("probe_gflops_during")
+        return f"{r['gflops'] / base:.0%} of {base:.0f}" if base else "-"
+
     def drift(r: dict) -> str:
         base = fp32_train.get(r["decoder"])
         if base is None or r is base:
             return ""
         return f" ({(r['valid_loss_after_steps'] / base['valid_loss_after_steps'] - 1):+.2%} vs fp32)"
 
-    print("| case | decoder | precision | rate | GFLOP/s | of fp32 matmul | peak MB | notes |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | decoder | precision | rate | GFLOP/s | of fp32 matmul | of the probe during | peak MB | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["case"] == "matmul":
             continue
@@ -321,23 +369,23 @@ def print_table(rows: list[dict]) -> None:
             # the same ratio with each rate divided by its own probe first: the machine's drift taken out
             adjusted = speedup * max(base.get("probe_gflops") or [1]) / max(r.get("probe_gflops") or [1]) if base else speedup
             print(f"| train | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s | {r['gflops']:.1f} | "
-                  f"{of_probe(r)} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32 "
+                  f"{of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32 "
                   f"(x{adjusted:.2f} against the probes); "
                   f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
         elif r["case"] == "reseed":
             print(f"| train, other dropout draws | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s | "
-                  f"{r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} | the fp32 yardstick: valid loss after "
+                  f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} | the fp32 yardstick: valid loss after "
                   f"{r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
         elif r["case"] == "pack":
             single = fp32_train[r["decoder"]]["tokens_per_s"] if r["decoder"] in fp32_train else float("nan")
             print(f"| train, {r['jobs']} processes x 1 thread | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s "
-                  f"(sum) | {r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
+                  f"(sum) | {r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
                   f"of one process with all threads |")
         elif r["case"] == "iwnll":
             base = fp32_iw.get(r["decoder"])
             speedup = r["sentences_per_s"] / base["sentences_per_s"] if base else float("nan")
             print(f"| IW-NLL K={r['k']} | {r['decoder']} | {r['precision']} | {r['sentences_per_s']:.2f} sent/s | "
-                  f"{r['gflops']:.1f} | {of_probe(r)} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
                   f"x{speedup:.2f} of fp32; "
                   f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences |")
         elif r["case"] == "iwpack":
@@ -345,11 +393,11 @@ def print_table(rows: list[dict]) -> None:
             speedup = r["sentences_per_s"] / base["sentences_per_s"] if base else float("nan")
             same = f"; iw_nll {r['iw_nll']:.3f}" + (f" (one process: {base['iw_nll']:.3f})" if base else "")
             print(f"| IW-NLL K={r['k']}, {r['workers']} processes x 1 thread | {r['decoder']} | fp32 | "
-                  f"{r['sentences_per_s']:.2f} sent/s | {r['gflops']:.1f} | {of_probe(r)} | "
+                  f"{r['sentences_per_s']:.2f} sent/s | {r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | "
                   f"{r['worker_peak_rss_mb']:.0f} each | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
                   f"x{speedup:.2f} of one process with all threads{same} |")
         else:
-            print(f"| encode + MI + AU | {r['decoder']} | {r['precision']} | {r['seconds']:.2f} s | - | - | "
+            print(f"| encode + MI + AU | {r['decoder']} | {r['precision']} | {r['seconds']:.2f} s | - | - | - | "
                   f"{r['peak_rss_mb']:.0f} | {r['sentences']} sentences; encode {r['encode_seconds']:.2f} s, "
                   f"MI+AU {r['mi_au_seconds']:.2f} s |")
 
