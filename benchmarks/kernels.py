@@ -5,6 +5,7 @@
 Every pair alternates within each round and keeps its best time over --reps rounds, so the
 machine's drift hits both alike:
 - exp vs exp2 over a (1024, V) block of logits (the fused softmax in `textsvae/ops.py` uses exp2);
+- tanh vs 2 sigmoid(2x) - 1 over a (600, 256) LSTM cell state (`textsvae/sample_lstm.py` uses the latter);
 - `nn.Dropout` vs `textsvae.dropout.Dropout`, forward + backward on a (32, 22, 256) decoder input;
 - the skip decoder's output layer without gradients: [h ; z] concatenated per row vs z's term
   once per sample (`ops.skip_cross_entropy`), 6000 rows of 22 steps, with the largest difference;
@@ -51,6 +52,14 @@ def main() -> None:
     work = torch.empty_like(logits)
     t = best_ms({"exp": lambda: torch.exp(logits, out=work), "exp2": lambda: torch.exp2(logits, out=work)}, args.reps)
     rows.append(("softmax exponent, (1024, V)", "exp", t["exp"], "exp2", t["exp2"], ""))
+
+    cell = torch.randn(600, 256)      # one IW-NLL chunk's LSTM cell state (12 sentences x 50 samples)
+    held = torch.empty_like(cell)
+    t = best_ms({"tanh": lambda: torch.tanh(cell, out=held),
+                 "sigmoid": lambda: torch.mul(cell, 2.0, out=held).sigmoid_().mul_(2.0).sub_(1.0)}, args.reps)
+    diff = float((torch.tanh(cell) - (2 * torch.sigmoid(2 * cell) - 1)).abs().max())
+    rows.append(("tanh of a (600, 256) cell state", "torch.tanh", t["tanh"], "2 sigmoid(2x) - 1", t["sigmoid"],
+                 f"max |diff| {diff:.1e}"))
 
     x = torch.randn(32, 22, 256, requires_grad=True)
     grad = torch.randn(32, 22, 256)

@@ -5,11 +5,12 @@ Layer 1 reads [emb(x_t); z] at every step, so its input projection splits as
 the first term the same for every sample of a sentence (computed B * T times, not B * S * T), the
 second the same at every step of a sample (computed B * S times, not B * S * T). The recurrence is
 then a loop over steps: gates_t = shared_t + per_sample + h_{t-1} W_hh^T, with ATen's elementwise
-kernels in place. Every tanh is taken as tanh(x) = 2 sigma(2x) - 1: ATen's fp32 tanh ran about 4x
-slower than its sigmoid on this project's AVX2 machine, and a strided one 2x slower still. At the ptb preset, over one IW-NLL chunk (12 sentences x 50 samples, 22 steps),
-this ran x1.5 faster than nn.LSTM (mkldnn) over the repeated input, to float rounding
-(`benchmarks/kernels.py`, 2 threads); IW-NLL as a whole, x1.15 with ops.FEWER_PASSES
-(`benchmarks/fast_paths.py`).
+kernels in place. Every tanh is taken as tanh(x) = 2 sigma(2x) - 1: on this project's AVX2
+machine ATen's fp32 tanh of a cell state ran x1.85 slower than that sigmoid and its three cheap
+passes (`benchmarks/kernels.py`), and the gate slices' tanh is strided, slower again.
+At the ptb preset, over one IW-NLL chunk (12 sentences x 50 samples, 22 steps), this ran x1.8
+faster than nn.LSTM (mkldnn) over the repeated input, to float rounding (`benchmarks/kernels.py`,
+2 threads); IW-NLL as a whole, x1.20-1.23 with ops.FEWER_PASSES (`benchmarks/fast_paths.py`).
 CPU only: on a GPU cuDNN runs the whole sequence.
 """
 from __future__ import annotations
