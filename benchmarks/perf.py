@@ -17,8 +17,9 @@ Each case runs in its own subprocess (so its peak memory is its own) one after a
   two fp32 runs' validation losses drift apart, the yardstick for the bf16 run's difference.
 Each timed case also probes the fp32 matmul rate in its own process just before and just after its timing
 (this machine's speed drifts by 10-25% over minutes); its ratio is against the faster of the two. The
-training and IW-NLL cases run in --slices slices with a short probe (2048^3, --slice-probe-seconds)
-after each, and a second ratio is against those probes' time-weighted rate during the case.
+training and IW-NLL cases run in --slices slices with a shorter probe of the same sizes
+(--slice-probe-seconds each) after each, and a second ratio is against those probes'
+time-weighted rate during the case.
 Rows are JSON; the table printed at the end quotes each rate as a fraction of the fp32 matmul.
 """
 from __future__ import annotations
@@ -65,6 +66,9 @@ def macs_per_target(cfg, vocab_size: int) -> dict[str, float]:
     return {"encoder": enc, "decoder": dec, "output": out}
 
 
+PROBE_SIZES = (2048, 4096)   # the square matmuls of the probes taken in each case's process
+
+
 def matmul_rate(dtype, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
     """The best GFLOP/s of square matmuls of these sizes (the most favourable: ratios to it are conservative)."""
     import torch
@@ -91,12 +95,12 @@ def probed_slices(work: list, probe_seconds: float) -> tuple[list, float, float]
     """
     import torch
 
-    rates, results, seconds = [matmul_rate(torch.float32, (2048,), probe_seconds)], [], []
+    rates, results, seconds = [matmul_rate(torch.float32, PROBE_SIZES, probe_seconds)], [], []
     for fn in work:
         start = time.perf_counter()
         results.append(fn())
         seconds.append(time.perf_counter() - start)
-        rates.append(matmul_rate(torch.float32, (2048,), probe_seconds))
+        rates.append(matmul_rate(torch.float32, PROBE_SIZES, probe_seconds))
     during = sum(t * (a + b) / 2 for t, a, b in zip(seconds, rates, rates[1:])) / sum(seconds)
     return results, sum(seconds), during
 
@@ -236,11 +240,11 @@ def _run_case(args) -> None:
     if args.case == "matmul":
         row = fn(args)
     else:
-        before = matmul_rate(torch.float32, (2048, 4096))
+        before = matmul_rate(torch.float32, PROBE_SIZES)
         _reset_peak_rss()
         row = fn(args, args.decoder, args.precision)
         row["peak_rss_mb"] = _peak_rss_mb()
-        row["probe_gflops"] = [before, matmul_rate(torch.float32, (2048, 4096))]
+        row["probe_gflops"] = [before, matmul_rate(torch.float32, PROBE_SIZES)]
     row.setdefault("peak_rss_mb", _peak_rss_mb())
     row.update({"case": args.case, "decoder": args.decoder, "precision": args.precision, "threads": args.threads,
                 "preset": args.preset, "torch": torch.__version__})
