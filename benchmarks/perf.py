@@ -86,23 +86,31 @@ def matmul_rate(dtype, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
 
 
 
-def probed_slices(work: list, probe_seconds: float) -> tuple[list, float, float]:
+def probed_slices(work: list, probe_seconds: float) -> tuple[list, float, float, float]:
     """Run each callable of work in turn, with a short fp32 matmul probe before the first and after each.
 
-    Returns (their results, the work's seconds, the probe's GFLOP/s during the work): each slice
-    weighted by its seconds and rated by the mean of the probes on either side of it, so that a
-    case on a machine whose speed drifts within minutes is compared with that machine at that time.
+    Returns (their results, the work's seconds, the probe's GFLOP/s during the work, the peak MB
+    so far without the probes' matrices). The rate during the work weights each slice by its
+    seconds and rates it by the mean of the probes on either side of it, so that a case on a machine
+    whose speed drifts within minutes is compared with that machine at that time.
     """
     import torch
 
-    rates, results, seconds = [matmul_rate(torch.float32, PROBE_SIZES, probe_seconds)], [], []
+    def probe() -> float:
+        rate = matmul_rate(torch.float32, PROBE_SIZES, probe_seconds)
+        _reset_peak_rss()  # the probe's matrices are not the case's memory
+        return rate
+
+    peak = _peak_rss_mb()  # the case's set-up
+    rates, results, seconds = [probe()], [], []
     for fn in work:
         start = time.perf_counter()
         results.append(fn())
         seconds.append(time.perf_counter() - start)
-        rates.append(matmul_rate(torch.float32, PROBE_SIZES, probe_seconds))
+        peak = max(peak, _peak_rss_mb())
+        rates.append(probe())
     during = sum(t * (a + b) / 2 for t, a, b in zip(seconds, rates, rates[1:])) / sum(seconds)
-    return results, sum(seconds), during
+    return results, sum(seconds), during, peak
 
 
 def _split(items: list, parts: int) -> list[list]:
@@ -151,12 +159,12 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
         return run
 
     slices = [steps(len(part)) for part in _split(range(args.steps), args.slices)]
-    tokens, seconds, probe_during = probed_slices(slices, args.slice_probe_seconds)
+    tokens, seconds, probe_during, peak = probed_slices(slices, args.slice_probe_seconds)
     rate = sum(tokens) / seconds
     trainer.model.set_precision("fp32")  # compare precisions on the same fp32 validation
     valid = trainer.validate("valid")
     return {"tokens_per_s": rate, "gflops": 6 * sum(macs.values()) * rate / 1e9, "steps": args.steps,
-            "seconds": seconds, "probe_gflops_during": probe_during, "valid_loss_after_steps": valid["loss"], "epoch_seconds_est":
+            "seconds": seconds, "probe_gflops_during": probe_during, "work_peak_rss_mb": peak, "valid_loss_after_steps": valid["loss"], "epoch_seconds_est":
             trainer.corpus.tokens("train") / rate, "macs_per_token": macs}
 
 
@@ -172,7 +180,7 @@ def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
     trainer.model.eval()
     evaluate_model(trainer.model, trainer.method, sentences[:8], cfg.eval, trainer.device, iw_samples=args.k)
     groups = _split(sentences, args.slices)
-    results, seconds, probe_during = probed_slices(
+    results, seconds, probe_during, peak = probed_slices(
         [lambda g=g: evaluate_model(trainer.model, trainer.method, g, cfg.eval, trainer.device, iw_samples=args.k)
          for g in groups], args.slice_probe_seconds)
     iw_nll = sum(r["iw_nll"] * len(g) for r, g in zip(results, groups)) / len(sentences)
@@ -181,7 +189,7 @@ def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
     return {"k": args.k, "sentences": len(sentences), "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
             "full_test_seconds_est": seconds * n_test / len(sentences), "test_sentences": n_test,
             "gflops": 2 * (macs["decoder"] + macs["output"]) * targets * args.k / seconds / 1e9,
-            "iw_nll": iw_nll, "workers": workers, "probe_gflops_during": probe_during,
+            "iw_nll": iw_nll, "workers": workers, "probe_gflops_during": probe_during, "work_peak_rss_mb": peak,
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else None}
 
 
@@ -243,7 +251,7 @@ def _run_case(args) -> None:
         before = matmul_rate(torch.float32, PROBE_SIZES)
         _reset_peak_rss()
         row = fn(args, args.decoder, args.precision)
-        row["peak_rss_mb"] = _peak_rss_mb()
+        row["peak_rss_mb"] = max(_peak_rss_mb(), row.pop("work_peak_rss_mb", 0.0))
         row["probe_gflops"] = [before, matmul_rate(torch.float32, PROBE_SIZES)]
     row.setdefault("peak_rss_mb", _peak_rss_mb())
     row.update({"case": args.case, "decoder": args.decoder, "precision": args.precision, "threads": args.threads,
