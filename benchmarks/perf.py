@@ -164,8 +164,9 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
     trainer.model.set_precision("fp32")  # compare precisions on the same fp32 validation
     valid = trainer.validate("valid")
     return {"tokens_per_s": rate, "gflops": 6 * sum(macs.values()) * rate / 1e9, "steps": args.steps,
-            "seconds": seconds, "probe_gflops_during": probe_during, "work_peak_rss_mb": peak, "valid_loss_after_steps": valid["loss"], "epoch_seconds_est":
-            trainer.corpus.tokens("train") / rate, "macs_per_token": macs}
+            "seconds": seconds, "probe_gflops_during": probe_during, "work_peak_rss_mb": peak,
+            "valid_loss_after_steps": valid["loss"], "epoch_seconds_est": trainer.corpus.tokens("train") / rate,
+            "macs_per_token": macs}
 
 
 def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:

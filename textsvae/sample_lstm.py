@@ -55,5 +55,5 @@ def lstm_over_samples(lstm: nn.LSTM, shared_input: torch.Tensor, z: torch.Tensor
         gates.addmm_(h, w_hh.t()).sigmoid_()                                 # i, f, sigma(2 g), o
         c.mul_(forget_gate).addcmul_(in_gate, cell_sigma, value=2.0).sub_(in_gate)     # c_t = f c + i (2 s - 1)
         torch.mul(c, 2.0, out=sigma_c).sigmoid_()
-        h = torch.mul(out_gate, sigma_c, out=out[:, t]).mul_(2.0).sub_(out_gate)  # h_t = o tanh(c_t) = o (2 sigma(2 c) - 1)
+        h = torch.mul(out_gate, sigma_c, out=out[:, t]).mul_(2.0).sub_(out_gate)  # h_t = o (2 sigma(2 c_t) - 1)
     return out
