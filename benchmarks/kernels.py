@@ -14,7 +14,10 @@ machine's drift hits both alike:
 - the decoder's first LSTM layer without gradients over 12 sentences x 50 samples of 22 steps
   (one IW-NLL chunk at the default eval.mem_budget_mb): nn.LSTM over the repeated input vs
   `sample_lstm.lstm_over_samples`;
-- an fp32 and a bf16 square matmul (a CPU without bf16 instructions emulates the latter).
+- an fp32 and a bf16 square matmul (a CPU without bf16 instructions emulates the latter);
+- with --compile, torch.compile (inductor, which needs a C++ compiler) against the eager kernels it
+  would fuse: the softmax's exp2 and row sum over (704, V) logits, and one step of sample_lstm's cell
+  update after the gates' matmul over 600 rows. The compile time is left out.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--vocab", type=int, default=10002)
+    p.add_argument("--compile", action="store_true", help="add the torch.compile rows (compiles first, ~1 min)")
     args = p.parse_args()
     if min(args.threads, args.reps, args.vocab) < 1:
         p.error("--threads, --reps and --vocab must be >= 1")
@@ -126,11 +130,53 @@ def main() -> None:
     rows.append(("square matmul 512^3", "fp32", t["fp32"], "bf16", t["bf16"],
                  f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"))
 
+    if args.compile:
+        rows += compiled_rows(V, args.reps)
+
     print(f"{args.threads} threads, torch {torch.__version__}, best of {args.reps}")
     print("| kernel | A | A ms | B | B ms | A / B | notes |")
     print("|---|---|---|---|---|---|---|")
     for name, a, ta, b, tb, note in rows:
         print(f"| {name} | {a} | {ta:.2f} | {b} | {tb:.2f} | x{ta / tb:.2f} | {note} |")
+
+
+def compiled_rows(vocab: int, reps: int) -> list[tuple]:
+    """Eager kernels vs torch.compile's fusion of them, each writing into the same kept buffers."""
+    import torch
+
+    def softmax_sum(logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:   # as ops._nll_chunks
+        return torch.exp2(logits, out=out).sum(1)
+
+    logits = torch.randn(704, vocab).clamp_(max=0)
+    kept = torch.empty_like(logits)
+    fused = torch.compile(softmax_sum, dynamic=False)
+    sums = softmax_sum(logits, kept)
+    diff = float(((fused(logits, kept) - sums) / sums).abs().max())
+    t = best_ms({"eager": lambda: softmax_sum(logits, kept), "compiled": lambda: fused(logits, kept)}, reps)
+    rows = [("exp2 + row sum, (704, V)", "eager", t["eager"], "torch.compile", t["compiled"],
+             f"max relative diff of the sums {diff:.1e}")]
+
+    def cell_step(gates: torch.Tensor, c: torch.Tensor, h_out: torch.Tensor) -> torch.Tensor:  # as sample_lstm
+        in_gate, forget_gate, cell_sigma, out_gate = gates.sigmoid_().split(c.size(1), dim=1)
+        c.mul_(forget_gate).addcmul_(in_gate, cell_sigma, value=2.0).sub_(in_gate)
+        return torch.mul(out_gate, torch.sigmoid(2.0 * c), out=h_out).mul_(2.0).sub_(out_gate)
+
+    pre_gates, c0 = torch.randn(600, 4 * 256), torch.randn(600, 256)
+    gates, c, h_out = torch.empty_like(pre_gates), torch.empty_like(c0), torch.empty_like(c0)
+
+    def step(fn):
+        def run():
+            gates.copy_(pre_gates)
+            c.copy_(c0)
+            return fn(gates, c, h_out)
+        return run
+
+    fused_cell = torch.compile(cell_step, dynamic=False)
+    diff = float((step(fused_cell)().clone() - step(cell_step)()).abs().max())
+    t = best_ms({"eager": step(cell_step), "compiled": step(fused_cell)}, reps)
+    rows.append(("LSTM cell update after the gates' matmul, 600 rows", "eager", t["eager"], "torch.compile",
+                 t["compiled"], f"both copy their inputs first; max |diff| {diff:.1e}"))
+    return rows
 
 
 if __name__ == "__main__":
