@@ -18,7 +18,7 @@ from .data.batching import Batch
 from .data.vocab import PAD_ID
 from .dropout import Dropout
 from . import sample_lstm
-from .ops import linear_cross_entropy, skip_cross_entropy
+from .ops import autocast_off, linear_cross_entropy, skip_cross_entropy
 
 
 class Encoder(nn.Module):
@@ -140,8 +140,9 @@ class TextVAE(nn.Module):
 
     def _autocast(self):
         device = next(self.parameters()).device.type
-        return torch.autocast(device, dtype=self.autocast_dtype or torch.float32,
-                              enabled=self.autocast_dtype is not None)
+        if self.autocast_dtype is None:
+            return autocast_off(device)
+        return torch.autocast(device, dtype=self.autocast_dtype)
 
     def reset_parameters(self, module: nn.Module | None = None) -> None:
         """He et al.'s init: parameters ~ U(-0.01, 0.01), embeddings ~ U(-0.1, 0.1)."""

@@ -16,6 +16,8 @@ on GPU) the three matmuls run in low precision and the softmax stays in fp32.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 CHUNK_ROWS = 1024
@@ -26,6 +28,22 @@ FEWER_PASSES = True             # the softmax's passes over (N, V) cut (see _nll
 SAFE_SUM = (2.0 ** -60, 2.0 ** 60)  # a row's sum of 2^l2 outside this is redone shifted by its max
 Z_TERM_PER_SAMPLE = True        # the skip layer's z part once per sample (skip_cross_entropy); False: [h ; z] per row
 MAX_RUNS = 256                  # _sum_rows_per_sample: more runs of one sample's rows than this use index_add_
+
+
+def autocast_on(device_type: str) -> bool:
+    """torch.is_autocast_enabled(device_type); False on a device without autocast (such as meta)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
+def autocast_off(device_type: str):
+    """torch.autocast(device_type, enabled=False), or no context on a device without autocast."""
+    try:
+        return torch.autocast(device_type, enabled=False)
+    except RuntimeError:
+        return contextlib.nullcontext()
 
 
 class _Workspace:
@@ -189,8 +207,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, bias: torch
     Differentiable once (the backward is not itself differentiable: SA-VAE uses the plain path).
     """
     device = hidden.device.type
-    mm_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
-    with torch.autocast(device, enabled=False):
+    mm_dtype = torch.get_autocast_dtype(device) if autocast_on(device) else hidden.dtype
+    with autocast_off(device):
         if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad or bias.requires_grad):
             return _LinearCrossEntropy.apply(hidden, weight, bias, targets, mm_dtype)
         h, w = hidden.to(mm_dtype), weight.to(mm_dtype)
@@ -265,7 +283,7 @@ def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.
     and Z_TERM_PER_SAMPLE = False take the concatenated path.
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias))
-    if not Z_TERM_PER_SAMPLE or torch.is_autocast_enabled(hidden.device.type) or hidden.dtype != torch.float32 \
+    if not Z_TERM_PER_SAMPLE or autocast_on(hidden.device.type) or hidden.dtype != torch.float32 \
             or (needs_grad and not FEWER_PASSES):      # the per-sample backward is a fewer-passes one
         return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
     if needs_grad:

@@ -5,7 +5,9 @@ all gradients as one vector (as torch.nn.utils.clip_grad_norm_, to the bit for d
 A batch touches a few hundred of the 10k rows of each embedding, so under plain SGD the embeddings
 can take sparse gradients (`sparse_embeddings`): the backward pass no longer fills a dense (V, E)
 gradient with zeros, and clipping and the SGD update read only the touched rows. Adam keeps dense
-gradients (its moments decay every row at every step), and so does SGD with momentum.
+gradients (its moments decay every row at every step), and so does SGD with momentum. So do GPUs:
+a sparse gradient's backward pass and coalescing size their outputs by the data, a host sync at
+every step, while zero-filling a dense gradient there is cheap.
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ SPARSE_EMBEDDINGS = True   # False: dense embedding gradients everywhere (benchm
 
 
 def sparse_embeddings(model: nn.Module, optimizer: str, momentum: float) -> bool:
-    """Switch the model's embeddings to sparse gradients where the optimiser applies them exactly;
-    returns whether it did."""
-    use = SPARSE_EMBEDDINGS and optimizer == "sgd" and momentum == 0
+    """Switch the model's embeddings to sparse gradients where the optimiser applies them exactly and
+    the model is on the CPU; returns whether it did."""
+    on_cpu = all(p.device.type == "cpu" for p in model.parameters())
+    use = SPARSE_EMBEDDINGS and optimizer == "sgd" and momentum == 0 and on_cpu
     for module in model.modules():
         if isinstance(module, nn.Embedding):
             module.sparse = use

@@ -31,7 +31,8 @@ class Aggressive(Method):
 
     Inner loop (He et al.'s code): encoder steps on fresh random minibatches; every `check_every`
     steps the mean loss per word of the last block is compared with the previous block's and the
-    loop stops when it got worse, or after `max_inner` steps. Then one step on the current batch
+    loop stops when it got worse, or after `max_inner` steps (the block's loss is summed on the
+    device, so a GPU waits for it once per check, not at every step). Then one step on the current batch
     updates the decoder only. Once validation MI fails to rise after an epoch, the aggressive phase
     ends and each step updates both. Encoder and decoder have their own optimisers (method state,
     checkpointed); when the trainer halves the LR both are rebuilt at the new LR, as He et al. do.
@@ -72,7 +73,7 @@ class Aggressive(Method):
     def _inner_loop(self, trainer: "Trainer", batch: "Batch", beta: float) -> int:
         """Encoder-only steps: the current batch first, then fresh random ones (as in He et al.'s code)."""
         model, p = trainer.model, self.params
-        block_loss, block_words, previous = 0.0, 0, math.inf
+        block_loss, block_words, previous = 0.0, 0, math.inf   # block_loss: on the device until a check
         steps = 0
         while steps < p.max_inner:
             burn = batch if steps == 0 else trainer.random_train_batch(self.generator)
@@ -82,10 +83,11 @@ class Aggressive(Method):
             out.loss.backward()
             trainer.clip_and_step(self.enc_opt, model.parameters())  # He et al. clip the global norm
             steps += 1
-            block_loss += float(out.loss.detach()) * len(burn)   # loss is a mean over sentences
+            # loss is a mean over sentences; summed in float64 on the device, read once per check
+            block_loss = out.loss.detach().double() * len(burn) + block_loss
             block_words += burn.n_targets
             if steps % p.check_every == 0:
-                current = block_loss / block_words
+                current = float(block_loss) / block_words
                 if current > previous:
                     break
                 previous, block_loss, block_words = current, 0.0, 0
