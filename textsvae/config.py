@@ -79,7 +79,7 @@ class EvalConfig:
     mi_samples: int = 1            # z samples per sentence in the MI estimate
     au_threshold: float = 0.01     # AU counts dims with Var_x(E[z_d|x]) >= this
     eval_seed: int = 12345         # fixed seed for every Monte-Carlo estimate at evaluation
-    eval_precision: str = "fp32"   # "fp32" or "bf16" autocast for evaluation
+    eval_precision: str = "fp32"   # "fp32", or "bf16" or "fp16" autocast for evaluation
     workers: int = 1               # processes scoring IW-NLL on the CPU, sharing the threads (forked, Linux)
 
 
@@ -110,7 +110,8 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")        # evaluation
+TRAIN_PRECISIONS = ("fp32", "bf16")          # fp16 training would need loss scaling (a host sync per step)
 
 _SECTION_TYPES = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig}
 
@@ -205,8 +206,10 @@ def validate(config: RunConfig) -> RunConfig:
         *((0 <= v < 2**32, f"{k} must be in [0, 2**32), got {v}") for k, v in seeds.items()),
         (_device_ok(t.device), f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or another torch device, "
                                f"got '{t.device}'"),
-        *((p in PRECISIONS, f"{k} must be one of {', '.join(PRECISIONS)}, got '{p}'")
-          for k, p in (("precision", t.precision), ("eval_precision", e.eval_precision))),
+        (t.precision in TRAIN_PRECISIONS, f"precision must be one of {', '.join(TRAIN_PRECISIONS)} "
+                                          f"(fp16 training would need loss scaling), got '{t.precision}'"),
+        (e.eval_precision in PRECISIONS, f"eval_precision must be one of {', '.join(PRECISIONS)}, "
+                                         f"got '{e.eval_precision}'"),
         (d.tokenizer in ("word", "sentencepiece"), f"tokenizer must be 'word' or 'sentencepiece', got '{d.tokenizer}'"),
         (d.long_lines in ("truncate", "drop"), f"long_lines must be 'truncate' or 'drop', got '{d.long_lines}'"),
         (d.max_len is None or d.max_len >= 1, f"max_len must be >= 1, got {d.max_len}"),
