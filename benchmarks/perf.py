@@ -286,6 +286,8 @@ def main() -> None:
     unknown = set(args.cases.split(",")) - set(CASES) - {"pack"}
     if unknown:
         p.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(set(CASES) | {'pack'}))}")
+    if set(args.precisions.split(",")) - {"fp32", "bf16"}:
+        p.error(f"--precisions takes fp32 and bf16, got '{args.precisions}'")
     if args.case:
         return run_child(args)
     rows = []
