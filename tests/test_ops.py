@@ -19,10 +19,18 @@ def _inputs(dtype=torch.float64, n=50, h=16, v=30):
     return hidden, weight, bias, targets
 
 
+def use_the_gpu_softmax(monkeypatch, gpu: bool) -> None:
+    """gpu: run the softmax as on a GPU (every row shifted by its max) here on the CPU."""
+    if gpu:
+        monkeypatch.setattr(ops, "skips_row_max", lambda device: False)
+
+
+@pytest.mark.parametrize("gpu_softmax", [False, True])
 @pytest.mark.parametrize("chunk_rows", [7, 512])
-def test_fused_linear_cross_entropy_matches_unfused_values_and_gradients(monkeypatch, chunk_rows):
+def test_fused_linear_cross_entropy_matches_unfused_values_and_gradients(monkeypatch, chunk_rows, gpu_softmax):
     """nll_i = logsumexp(h_i W^T + b) - (h_i W^T + b)_{y_i}; gradients against autograd of F.cross_entropy."""
     monkeypatch.setattr(ops, "CHUNK_ROWS", chunk_rows)
+    use_the_gpu_softmax(monkeypatch, gpu_softmax)
     weights = torch.rand(50, dtype=torch.float64)
     h, w, b, t = _inputs()
     ref = F.cross_entropy(h @ w.t() + b, t, reduction="none")
@@ -89,14 +97,16 @@ def test_model_log_px_fused_equals_plain_path(decoder):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("chunk_rows,max_runs", [(1024, 256), (7, 256), (1024, 0)])
+@pytest.mark.parametrize("chunk_rows,max_runs,gpu_softmax", [(1024, 256, False), (7, 256, False), (1024, 0, False),
+                                                           (7, 0, True)])
 def test_skip_output_layer_with_the_z_term_once_per_sample_matches_the_concatenation(monkeypatch, chunk_rows,
-                                                                                     max_runs):
+                                                                                     max_runs, gpu_softmax):
     """softmax(W [h_i ; z_s(i)] + b) with U = z W_z^T + b per sample equals the per-row concatenation,
     values and the gradients of h, z, W and b (U's gradient summed over each sample's rows, by runs
-    of rows or, max_runs = 0, by index_add_)."""
+    of rows or, max_runs = 0, by index_add_ as on a GPU)."""
     monkeypatch.setattr(ops, "CHUNK_ROWS", chunk_rows)
     monkeypatch.setattr(ops, "MAX_RUNS", max_runs)
+    use_the_gpu_softmax(monkeypatch, gpu_softmax)
     g = torch.Generator().manual_seed(0)
     h, z = torch.randn(40, 16, generator=g), torch.randn(6, 4, generator=g)
     weight, bias = torch.randn(30, 20, generator=g), torch.randn(30, generator=g)

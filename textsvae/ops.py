@@ -91,6 +91,12 @@ def _redo_shifted(rows: torch.Tensor, h: torch.Tensor, w: torch.Tensor, bias: to
     return redone.sum(1), row_max.squeeze(1)
 
 
+def skips_row_max(device: torch.device) -> bool:
+    """Whether the softmax skips its row-max shift: on the CPU with FEWER_PASSES. Its check of each
+    chunk's sums is a host read, a sync on a GPU, which therefore shifts every row by its max."""
+    return FEWER_PASSES and device.type == "cpu"
+
+
 def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
                 keep: torch.Tensor | None, row_base: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +121,7 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
     if keep is None and h.dtype != acc:
         wide = aligned_rows(min(n, rows), vocab, acc, h.device, "wide")
     bias_2 = bias * LOG2E if h.dtype != acc else None
-    shift_free = FEWER_PASSES and h.device.type == "cpu"
+    shift_free = skips_row_max(h.device)
     for start in range(0, n, rows):
         end = min(start + rows, n)
         out = scratch[: end - start] if scratch is not None else keep[start:end]
