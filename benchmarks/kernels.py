@@ -130,14 +130,20 @@ def main() -> None:
     rows.append(("square matmul 512^3", "fp32", t["fp32"], "bf16", t["bf16"],
                  f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}"))
 
+    compile_error = None
     if args.compile:
-        rows += compiled_rows(V, args.reps)
+        try:
+            rows += compiled_rows(V, args.reps)
+        except Exception as exc:  # no C++ compiler, an inductor error: keep the rows already timed
+            compile_error = f"--compile: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
 
     print(f"{args.threads} threads, torch {torch.__version__}, best of {args.reps}")
     print("| kernel | A | A ms | B | B ms | A / B | notes |")
     print("|---|---|---|---|---|---|---|")
     for name, a, ta, b, tb, note in rows:
         print(f"| {name} | {a} | {ta:.2f} | {b} | {tb:.2f} | x{ta / tb:.2f} | {note} |")
+    if compile_error:
+        raise SystemExit(compile_error)
 
 
 def compiled_rows(vocab: int, reps: int) -> list[tuple]:

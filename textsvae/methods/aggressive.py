@@ -73,7 +73,7 @@ class Aggressive(Method):
     def _inner_loop(self, trainer: "Trainer", batch: "Batch", beta: float) -> int:
         """Encoder-only steps: the current batch first, then fresh random ones (as in He et al.'s code)."""
         model, p = trainer.model, self.params
-        block_loss, block_words, previous = 0.0, 0, math.inf   # block_loss: on the device until a check
+        block_loss, block_words, previous = 0.0, 0, math.inf
         steps = 0
         while steps < p.max_inner:
             burn = batch if steps == 0 else trainer.random_train_batch(self.generator)
