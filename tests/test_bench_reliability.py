@@ -305,6 +305,27 @@ def test_stale_lock_takeover_never_removes_a_live_lock(tmp_path):
     assert json.loads(acquire_lock(tmp_path).read_text())["pid"] == os.getpid()
 
 
+def test_a_process_killed_while_locking_leaves_no_lock_behind(tmp_path, monkeypatch):
+    """Killed while writing its holder's pid (here: an exception at that write), a process must not
+    leave an empty .lock that would hold the run busy for STALE_EMPTY_LOCK_S: the lock is written
+    under another name and linked into place whole."""
+    from pathlib import Path as PathType
+
+    from textsvae.bench import acquire_lock
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(json, "dump", killed)
+        patch.setattr(PathType, "write_text", killed)
+        with pytest.raises(KeyboardInterrupt):
+            acquire_lock(tmp_path)
+    assert not (tmp_path / ".lock").exists()
+    assert json.loads(acquire_lock(tmp_path).read_text())["pid"] == os.getpid()
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]        # no draft left either
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
     """Killed between config.json and vocab.json (or anywhere before the first last.pt): nothing to
     resume, so the run starts from scratch instead of failing on the missing vocabulary."""

@@ -240,7 +240,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-STALE_EMPTY_LOCK_S = 30.0  # a lock still empty this long after its creation: its creator died before writing it
+STALE_EMPTY_LOCK_S = 30.0  # an empty lock this old (made by an older version whose holder died before writing it)
 
 
 def _remove_stale_lock(path: Path, seen: bytes) -> bool:
@@ -265,13 +265,26 @@ def _remove_stale_lock(path: Path, seen: bytes) -> bool:
     return False
 
 
+def _create_lock(path: Path, content: str) -> None:
+    """Make path with its content in one step: written under another name, then hard-linked, which fails
+    with FileExistsError if path exists. A process killed meanwhile leaves no empty lock behind (one
+    made by O_CREAT before its write would hold the run until STALE_EMPTY_LOCK_S had passed)."""
+    draft = path.with_name(f".lock.new.{os.getpid()}")
+    draft.write_text(content)
+    try:
+        os.link(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
+
+
 def acquire_lock(folder: Path) -> Path:
-    """Create folder/.lock with O_CREAT | O_EXCL; a lock left by a dead process on this host is taken over."""
+    """Create folder/.lock atomically with its holder; a lock left by a dead process on this host is taken over."""
     path = folder / ".lock"
     host = socket.gethostname()
+    holder = json.dumps({"pid": os.getpid(), "host": host, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     for _ in range(3):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create_lock(path, holder)
         except FileExistsError:
             try:
                 seen = path.read_bytes()
@@ -290,8 +303,6 @@ def acquire_lock(folder: Path) -> Path:
                     continue
             raise LockBusy(f"run {folder.name} is held by process {info.get('pid')} on {info.get('host')} "
                            f"(delete {path} if that process is gone)") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": host, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
         return path
     raise LockBusy(f"could not lock {path}")
 
