@@ -2,6 +2,7 @@
 
     python benchmarks/perf.py --preset ptb --data ../shared/data/ptb --threads 2 \
         --decoders standard,skip --precisions fp32,bf16 --out results/perf.json
+    python benchmarks/perf.py --device cuda --preset ptb --precisions fp32,bf16 --out perf-gpu.json
 
 Each case runs in its own subprocess (so its peak memory is its own) one after another:
 - `matmul`: the best of fp32 (and bf16) square matmuls of sizes 1024-4096, the machine's reference rate;
@@ -21,10 +22,15 @@ training and IW-NLL cases run in --slices slices with a shorter probe of the sam
 (--slice-probe-seconds each) after each, and a second ratio is against those probes'
 time-weighted rate during the case.
 Rows are JSON; the table printed at the end quotes each rate as a fraction of the fp32 matmul.
+
+With --device cuda the cases run on the GPU: the probes are square fp32 (IEEE, no TF32) and bf16
+matmuls on it, every timing ends with a synchronize, peak memory is the GPU's (torch's allocator),
+and `pack` and `iwpack`, which pack CPU threads, are left out.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -66,48 +72,87 @@ def macs_per_target(cfg, vocab_size: int) -> dict[str, float]:
     return {"encoder": enc, "decoder": dec, "output": out}
 
 
-PROBE_SIZES = (2048, 4096)   # the square matmuls of the probes taken in each case's process
+# square matmul sizes: of the `matmul` case, and of the probes taken in each case's process
+MATMUL_SIZES = {"cpu": (1024, 2048, 4096), "cuda": (4096, 8192)}
+PROBE_SIZES = {"cpu": (2048, 4096), "cuda": (8192,)}
+CPU_ONLY_CASES = {"pack", "iwpack"}  # they pack CPU threads
+DEFAULT_CASES = "matmul,train,reseed,pack,iwnll,iwpack,miau"
 
 
-def matmul_rate(dtype, sizes=(1024, 2048, 4096), seconds: float = 1.0) -> float:
-    """The best GFLOP/s of square matmuls of these sizes (the most favourable: ratios to it are conservative)."""
+def _sync(device) -> None:
+    """Wait for the device's queued work (a GPU runs asynchronously); nothing to wait for on the CPU."""
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device) -> None:
+    _reset_peak_rss()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mb(device) -> float:
+    """Peak memory so far: the GPU's allocated bytes on CUDA, the process's resident set on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return _peak_rss_mb()
+
+
+def matmul_rate(dtype, sizes=MATMUL_SIZES["cpu"], seconds: float = 1.0, device=None) -> float:
+    """The best GFLOP/s of square matmuls of these sizes (the most favourable: ratios to it are conservative).
+
+    On a GPU the products are queued 10 at a time and the clock read after each synchronize.
+    """
+    import torch
+
+    device = device or torch.device("cpu")
+    group = 10 if device.type == "cuda" else 1
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
         a @ b
+        _sync(device)
         reps, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            a @ b
-            reps += 1
+            for _ in range(group):
+                a @ b
+            _sync(device)
+            reps += group
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
     return best
 
 
 
-def probed_slices(work: list, probe_seconds: float) -> tuple[list, float, float, float]:
+def probed_slices(work: list, probe_seconds: float, device, sizes) -> tuple[list, float, float, float]:
     """Run each callable of work in turn, with a short fp32 matmul probe before the first and after each.
 
     Returns (their results, the work's seconds, the probe's GFLOP/s during the work, the peak MB
     so far without the probes' matrices). The rate during the work weights each slice by its
     seconds and rates it by the mean of the probes on either side of it, so that a case on a machine
-    whose speed drifts within minutes is compared with that machine at that time.
+    whose speed drifts within minutes is compared with that machine at that time. Each slice's clock
+    stops after the device has finished its work.
     """
     import torch
 
     def probe() -> float:
-        rate = matmul_rate(torch.float32, PROBE_SIZES, probe_seconds)
-        _reset_peak_rss()  # the probe's matrices are not the case's memory
+        rate = matmul_rate(torch.float32, sizes, probe_seconds, device)
+        _reset_peak(device)  # the probe's matrices are not the case's memory
         return rate
 
-    peak = _peak_rss_mb()  # the case's set-up
+    peak = _peak_mb(device)  # the case's set-up
     rates, results, seconds = [probe()], [], []
     for fn in work:
         start = time.perf_counter()
         results.append(fn())
+        _sync(device)
         seconds.append(time.perf_counter() - start)
-        peak = max(peak, _peak_rss_mb())
+        peak = max(peak, _peak_mb(device))
         rates.append(probe())
     during = sum(t * (a + b) / 2 for t, a, b in zip(seconds, rates, rates[1:])) / sum(seconds)
     return results, sum(seconds), during, peak
@@ -122,9 +167,15 @@ def case_matmul(args) -> dict:
     """fp32, and bf16 when --precisions asks for it (a CPU without bf16 instructions takes minutes on it)."""
     import torch
 
+    device = torch.device(args.device)
     dtypes = [torch.float32] + ([torch.bfloat16] if "bf16" in args.precisions.split(",") else [])
-    return {"matmul": [{"dtype": str(dtype).replace("torch.", ""), "gflops": matmul_rate(dtype, seconds=args.probe_seconds)}
-                       for dtype in dtypes], "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    sizes = tuple(args.probe_sizes) if args.probe_sizes else MATMUL_SIZES[device.type]
+    row = {"matmul": [{"dtype": str(dtype).replace("torch.", ""),
+                       "gflops": matmul_rate(dtype, sizes, args.probe_seconds, device)} for dtype in dtypes],
+           "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    if device.type == "cuda":
+        row["gpu"] = torch.cuda.get_device_name(device)
+    return row
 
 
 def _trainer(args, decoder: str, precision: str):
@@ -133,7 +184,7 @@ def _trainer(args, decoder: str, precision: str):
 
     cfg = apply_overrides(preset_config(args.preset), {
         "data": args.data, "decoder": decoder, "precision": precision, "eval_precision": precision,
-        "progress": False, "threads": args.threads, "seed": 0})
+        "progress": False, "threads": args.threads, "seed": 0, "device": args.device})
     return Trainer(cfg, "/nonexistent-perf-run"), cfg
 
 
@@ -144,7 +195,7 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
     if dropout_seed is not None:  # the model is already initialised: only the dropout draws change
         torch.manual_seed(dropout_seed)
     macs = macs_per_target(cfg, len(trainer.corpus.vocab))
-    batches = trainer.train_batches(0)
+    batches = itertools.chain.from_iterable(map(trainer.train_batches, itertools.count()))  # epoch after epoch
     for _ in range(args.warmup):
         trainer.method.train_step(trainer, next(batches), 1.0)
 
@@ -159,12 +210,13 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
         return run
 
     slices = [steps(len(part)) for part in _split(range(args.steps), args.slices)]
-    tokens, seconds, probe_during, peak = probed_slices(slices, args.slice_probe_seconds)
+    tokens, seconds, probe_during, peak = probed_slices(slices, args.slice_probe_seconds, trainer.device,
+                                                        _probe_sizes(args))
     rate = sum(tokens) / seconds
     trainer.model.set_precision("fp32")  # compare precisions on the same fp32 validation
     valid = trainer.validate("valid")
     return {"tokens_per_s": rate, "gflops": 6 * sum(macs.values()) * rate / 1e9, "steps": args.steps,
-            "seconds": seconds, "probe_gflops_during": probe_during, "work_peak_rss_mb": peak,
+            "seconds": seconds, "probe_gflops_during": probe_during, "work_peak_mb": peak,
             "valid_loss_after_steps": valid["loss"], "epoch_seconds_est": trainer.corpus.tokens("train") / rate,
             "macs_per_token": macs}
 
@@ -172,25 +224,32 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
 def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
     from dataclasses import replace
 
-    from textsvae.evaluation import evaluate_model
+    import torch
+
+    from textsvae.evaluation import score_sentences
 
     trainer, cfg = _trainer(args, decoder, precision)
     cfg = replace(cfg, eval=replace(cfg.eval, workers=workers))
     macs = macs_per_target(cfg, len(trainer.corpus.vocab))
     sentences = trainer.corpus.splits["test"][: args.eval_sentences]
     trainer.model.eval()
-    evaluate_model(trainer.model, trainer.method, sentences[:8], cfg.eval, trainer.device, iw_samples=args.k)
-    groups = _split(sentences, args.slices)
-    results, seconds, probe_during, peak = probed_slices(
-        [lambda g=g: evaluate_model(trainer.model, trainer.method, g, cfg.eval, trainer.device, iw_samples=args.k)
-         for g in groups], args.slice_probe_seconds)
-    iw_nll = sum(r["iw_nll"] * len(g) for r, g in zip(results, groups)) / len(sentences)
+
+    def score(keys: list[int]):
+        """The IW-NLL of these test sentences, each drawing its samples by its place in the split as in one call."""
+        return score_sentences(trainer.model, trainer.method, [sentences[i] for i in keys], cfg.eval,
+                               trainer.device, iw_samples=args.k, keys=keys).iw_nll
+
+    score(list(range(min(8, len(sentences)))))
+    groups = _split(list(range(len(sentences))), args.slices)
+    results, seconds, probe_during, peak = probed_slices([lambda g=g: score(g) for g in groups],
+                                                         args.slice_probe_seconds, trainer.device, _probe_sizes(args))
+    iw_nll = float(torch.cat(results).mean())
     targets = sum(len(s) + 1 for s in sentences)
     n_test = len(trainer.corpus.splits["test"])
     return {"k": args.k, "sentences": len(sentences), "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
             "full_test_seconds_est": seconds * n_test / len(sentences), "test_sentences": n_test,
             "gflops": 2 * (macs["decoder"] + macs["output"]) * targets * args.k / seconds / 1e9,
-            "iw_nll": iw_nll, "workers": workers, "probe_gflops_during": probe_during, "work_peak_rss_mb": peak,
+            "iw_nll": iw_nll, "workers": workers, "probe_gflops_during": probe_during, "work_peak_mb": peak,
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if workers > 1 else None}
 
 
@@ -214,8 +273,10 @@ def case_miau(args, decoder: str, precision: str) -> dict:
         params = [trainer.model.encode(b.to(trainer.device)) for b in iterate_batches(sentences, cfg.eval.eval_batch_size)]
     mu = torch.cat([p[0] for p in params]).double()
     logvar = torch.cat([p[1] for p in params]).double()
+    _sync(trainer.device)
     encoded = time.perf_counter()
     result = latent_metrics(mu, logvar, cfg.eval, trainer.device)
+    _sync(trainer.device)
     done = time.perf_counter()
     return {"sentences": len(sentences), "encode_seconds": encoded - start, "mi_au_seconds": done - encoded,
             "seconds": done - start, "mi": result["mi"], "au": result["au"]}
@@ -232,31 +293,42 @@ CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwn
 def run_child(args) -> None:
     from textsvae.config import ConfigError
     from textsvae.data.corpus import CorpusError
+    from textsvae.train import RunError
 
     try:
         _run_case(args)
-    except (ConfigError, CorpusError) as exc:  # a bad --data, --preset or --decoders: one line, exit 2
+    except (ConfigError, CorpusError, RunError) as exc:  # a bad --data, --preset, --decoders or precision: one line
         print(f"perf.py: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _probe_sizes(args) -> tuple[int, ...]:
+    import torch
+
+    return tuple(args.probe_sizes) if args.probe_sizes else PROBE_SIZES[torch.device(args.device).type]
 
 
 def _run_case(args) -> None:
     import torch
 
+    from textsvae.train import resolve_device
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = resolve_device(args.device)  # on CUDA: fp32 LSTMs in IEEE fp32, as in training
     fn = CASES[args.case]
     if args.case == "matmul":
         row = fn(args)
     else:
-        before = matmul_rate(torch.float32, PROBE_SIZES)
-        _reset_peak_rss()
+        before = matmul_rate(torch.float32, _probe_sizes(args), device=device)
+        _reset_peak(device)
         row = fn(args, args.decoder, args.precision)
-        row["peak_rss_mb"] = max(_peak_rss_mb(), row.pop("work_peak_rss_mb", 0.0))
-        row["probe_gflops"] = [before, matmul_rate(torch.float32, PROBE_SIZES)]
+        peak = max(_peak_mb(device), row.pop("work_peak_mb", 0.0))
+        row["peak_gpu_mb" if device.type == "cuda" else "peak_rss_mb"] = peak
+        row["probe_gflops"] = [before, matmul_rate(torch.float32, _probe_sizes(args), device=device)]
     row.setdefault("peak_rss_mb", _peak_rss_mb())
     row.update({"case": args.case, "decoder": args.decoder, "precision": args.precision, "threads": args.threads,
-                "preset": args.preset, "torch": torch.__version__})
+                "preset": args.preset, "device": device.type, "torch": torch.__version__})
     print("ROW " + json.dumps(row))
 
 
@@ -267,7 +339,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--decoders", default="standard,skip")
     p.add_argument("--precisions", default="fp32,bf16")
-    p.add_argument("--cases", default="matmul,train,reseed,pack,iwnll,iwpack,miau")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--cases", default=None, help=f"default: {DEFAULT_CASES} (on CUDA without "
+                   f"{' and '.join(sorted(CPU_ONLY_CASES))})")
     p.add_argument("--steps", type=int, default=60, help="timed training steps")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--k", type=int, default=500, help="IW samples")
@@ -276,6 +350,9 @@ def main() -> None:
     p.add_argument("--slices", type=int, default=5, help="timed training and IW-NLL cases run in this many slices, "
                    "a short matmul probe after each")
     p.add_argument("--slice-probe-seconds", type=float, default=0.5)
+    p.add_argument("--probe-sizes", type=int, nargs="+", default=None,
+                   help="square matmul sizes of the probes, the matmul case's too (default: the case's "
+                   "1024 2048 4096 and each case's 2048 4096 on the CPU; 4096 8192 and 8192 on CUDA)")
     p.add_argument("--out", default=None, help="write the JSON rows here")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--decoder", default="", help=argparse.SUPPRESS)
@@ -283,6 +360,13 @@ def main() -> None:
     args = p.parse_args()
     if args.slices < 1 or args.slice_probe_seconds <= 0:
         p.error("--slices must be >= 1 and --slice-probe-seconds > 0")
+    if args.probe_sizes and min(args.probe_sizes) < 1:
+        p.error("--probe-sizes must be >= 1")
+    on_cpu = _device_type(p, args.device) == "cpu"
+    if args.cases is None:
+        args.cases = ",".join(c for c in DEFAULT_CASES.split(",") if on_cpu or c not in CPU_ONLY_CASES)
+    if not on_cpu and CPU_ONLY_CASES & set(args.cases.split(",")):
+        p.error(f"cases {' and '.join(sorted(CPU_ONLY_CASES))} pack CPU threads; leave them out with --device {args.device}")
     unknown = set(args.cases.split(",")) - set(CASES) - {"pack"}
     if unknown:
         p.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(set(CASES) | {'pack'}))}")
@@ -290,6 +374,12 @@ def main() -> None:
         p.error(f"--precisions takes fp32 and bf16, got '{args.precisions}'")
     if args.case:
         return run_child(args)
+    try:
+        from textsvae.train import RunError, resolve_device
+
+        resolve_device(args.device)
+    except RunError as exc:
+        p.error(str(exc))
     rows = []
     plan = []
     for case in args.cases.split(","):
@@ -303,7 +393,10 @@ def main() -> None:
             "--precisions", args.precisions,
             "--steps", str(args.steps), "--warmup", str(args.warmup), "--k", str(args.k),
             "--eval-sentences", str(args.eval_sentences), "--probe-seconds", str(args.probe_seconds),
-            "--slices", str(args.slices), "--slice-probe-seconds", str(args.slice_probe_seconds)]
+            "--slices", str(args.slices), "--slice-probe-seconds", str(args.slice_probe_seconds),
+            "--device", args.device, "--cases", args.cases]
+    if args.probe_sizes:
+        base += ["--probe-sizes", *map(str, args.probe_sizes)]
     for case, decoder, precision in plan:
         print(f"... {case} {decoder} {precision}", file=sys.stderr, flush=True)
         if case == "pack":  # --threads training processes side by side, 1 thread each: the bench's packing
@@ -313,6 +406,15 @@ def main() -> None:
         if args.out:  # after every case, so a later failure keeps the rows already measured
             atomic_write_text(args.out, json.dumps(rows, indent=2) + "\n")
     print_table(rows)
+
+
+def _device_type(p: argparse.ArgumentParser, name: str) -> str:
+    import torch
+
+    try:
+        return torch.device(name).type
+    except (RuntimeError, ValueError):
+        p.error(f"--device must be cpu or cuda[:N], got '{name}'")
 
 
 def _child_row(command: list[str]) -> dict:
@@ -351,8 +453,9 @@ def print_table(rows: list[dict]) -> None:
     ref = {m["dtype"]: m["gflops"] for m in probe["matmul"]} if probe else {}
     if ref:
         bf16 = f", bf16 {ref['bfloat16']:.1f} GFLOP/s" if "bfloat16" in ref else ""
-        print(f"matmul probe ({probe['threads']} threads, ATen CPU capability {probe.get('cpu_capability', '?')}): "
-              f"fp32 {ref['float32']:.1f} GFLOP/s{bf16}")
+        where = (f"{probe['gpu']}, fp32 without TF32" if "gpu" in probe else
+                 f"{probe['threads']} threads, ATen CPU capability {probe.get('cpu_capability', '?')}")
+        print(f"matmul probe ({where}): fp32 {ref['float32']:.1f} GFLOP/s{bf16}")
     fp32_train = {r["decoder"]: r for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
     fp32_iw = {r["decoder"]: r for r in rows if r["case"] == "iwnll" and r["precision"] == "fp32"}
 
@@ -361,6 +464,16 @@ def print_table(rows: list[dict]) -> None:
         own = max(r.get("probe_gflops") or [0.0])
         base = own or ref.get("float32")
         return f"{r['gflops'] / base:.0%} of {base:.0f}" if base and "gflops" in r else "-"
+
+    def peak(r: dict) -> str:
+        """The GPU's peak allocated MB on CUDA, else the process's peak resident set."""
+        return f"{r['peak_gpu_mb']:.0f} GPU" if "peak_gpu_mb" in r else f"{r['peak_rss_mb']:.0f}"
+
+    def of_bf16(r: dict) -> str:
+        """For a bf16 row: its GFLOP/s as a fraction of the run's bf16 matmul probe."""
+        if r["precision"] != "bf16" or "bfloat16" not in ref:
+            return ""
+        return f"; {r['gflops'] / ref['bfloat16']:.0%} of the bf16 matmul"
 
     def of_during(r: dict) -> str:
         """GFLOP/s as a fraction of the probes taken between the case's slices (time-weighted)."""
@@ -384,12 +497,12 @@ def print_table(rows: list[dict]) -> None:
             # the same ratio with each rate divided by its own probe first: the machine's drift taken out
             adjusted = speedup * max(base.get("probe_gflops") or [1]) / max(r.get("probe_gflops") or [1]) if base else speedup
             print(f"| train | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s | {r['gflops']:.1f} | "
-                  f"{of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32 "
+                  f"{of_probe(r)} | {of_during(r)} | {peak(r)} | epoch ~{r['epoch_seconds_est']:.0f} s; x{speedup:.2f} of fp32 "
                   f"(x{adjusted:.2f} against the probes); "
-                  f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
+                  f"valid loss after {r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)}{of_bf16(r)} |")
         elif r["case"] == "reseed":
             print(f"| train, other dropout draws | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s | "
-                  f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} | the fp32 yardstick: valid loss after "
+                  f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {peak(r)} | the fp32 yardstick: valid loss after "
                   f"{r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
         elif r["case"] == "pack":
             single = fp32_train[r["decoder"]]["tokens_per_s"] if r["decoder"] in fp32_train else float("nan")
@@ -400,20 +513,20 @@ def print_table(rows: list[dict]) -> None:
             base = fp32_iw.get(r["decoder"])
             speedup = r["sentences_per_s"] / base["sentences_per_s"] if base else float("nan")
             print(f"| IW-NLL K={r['k']} | {r['decoder']} | {r['precision']} | {r['sentences_per_s']:.2f} sent/s | "
-                  f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {peak(r)} | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
                   f"x{speedup:.2f} of fp32; "
-                  f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences |")
+                  f"iw_nll {r['iw_nll']:.3f} on {r['sentences']} sentences{of_bf16(r)} |")
         elif r["case"] == "iwpack":
             base = fp32_iw.get(r["decoder"])
             speedup = r["sentences_per_s"] / base["sentences_per_s"] if base else float("nan")
             same = f"; iw_nll {r['iw_nll']:.3f}" + (f" (one process: {base['iw_nll']:.3f})" if base else "")
             print(f"| IW-NLL K={r['k']}, {r['workers']} processes x 1 thread | {r['decoder']} | fp32 | "
                   f"{r['sentences_per_s']:.2f} sent/s | {r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | "
-                  f"{r['worker_peak_rss_mb']:.0f} each | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
+                  f"{r['worker_peak_rss_mb'] or r['peak_rss_mb']:.0f} each | whole test split ~{r['full_test_seconds_est'] / 60:.1f} min; "
                   f"x{speedup:.2f} of one process with all threads{same} |")
         else:
             print(f"| encode + MI + AU | {r['decoder']} | {r['precision']} | {r['seconds']:.2f} s | - | - | - | "
-                  f"{r['peak_rss_mb']:.0f} | {r['sentences']} sentences; encode {r['encode_seconds']:.2f} s, "
+                  f"{peak(r)} | {r['sentences']} sentences; encode {r['encode_seconds']:.2f} s, "
                   f"MI+AU {r['mi_au_seconds']:.2f} s |")
 
 

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from textsvae import io as tio
+from textsvae import train as T
 from textsvae.cli import cli
 from textsvae.config import RunConfig, apply_overrides, preset_config
 from textsvae.io import append_jsonl, atomic_write_text, read_jsonl
@@ -390,6 +391,62 @@ def test_bf16_on_a_cpu_without_avx512_is_warned_about(capability, precision, war
     from textsvae.train import Trainer
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(T, "cpu_lstm_runs_in", lambda precision: True)  # whatever this machine's LSTM runs
     with caplog.at_level("WARNING", logger="textsvae.train"):
         Trainer(tiny(precision=precision), "/nonexistent-run")
     assert ("bf16 matmuls are emulated" in caplog.text) == warned
+
+
+def test_the_lstm_probe_says_what_a_model_does_in_bf16_on_this_cpu():
+    """Either way round: where the probe says no, the model's bf16 forward pass fails as it does."""
+    from textsvae.config import ModelConfig
+    from textsvae.data.batching import make_batch
+    from textsvae.models import TextVAE
+
+    model = TextVAE(30, ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=4))
+    model.set_precision("bf16")
+    batch = make_batch([[5, 6, 7], [8, 9]], [0, 1])
+    T.cpu_lstm_runs_in.cache_clear()
+    if T.cpu_lstm_runs_in("bf16"):
+        assert model.log_px_given_z(batch, torch.zeros(2, 4)).dtype == torch.float32
+    else:
+        with pytest.raises(RuntimeError):
+            model.log_px_given_z(batch, torch.zeros(2, 4))
+    assert T.cpu_lstm_runs_in("fp32")
+
+
+def test_the_lstm_probe_draws_nothing_from_the_global_generator():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    T.cpu_lstm_runs_in.cache_clear()
+    T.cpu_lstm_runs_in("bf16")
+    assert torch.equal(torch.rand(4), expected)
+
+
+@pytest.mark.parametrize("field", ["precision", "eval_precision"])
+def test_a_precision_this_cpus_lstm_cannot_run_is_one_line_before_any_work(field, tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    out = CliRunner().invoke(cli, ["train", "--set", f"{field}=bf16", "--set", "synthetic_train=200", "--epochs", "1",
+                                   "--set", "threads=1", "-o", str(tmp_path / "run")])
+    assert out.exit_code == 2 and out.output.strip().splitlines() == [
+        f"Error: {field}=bf16 cannot run on this CPU: its LSTM kernels have no bf16 version "
+        f"(ATen CPU capability AVX2); use {field}=fp32"]
+    assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp_path, monkeypatch, caplog):
+    """A run trained where bf16 runs (a GPU, say) is still evaluated here, in fp32, and says so."""
+    from textsvae.evaluation import load_model
+
+    run = tmp_path / "run"
+    train_run(tiny(epochs=1), run)
+    config = json.loads((run / "config.json").read_text())
+    config["eval"]["eval_precision"] = "bf16"
+    (run / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(T, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
+    with caplog.at_level("WARNING", logger="textsvae.evaluation"):
+        _, _, loaded, _, _ = load_model(run, "cpu")
+    assert loaded.eval.eval_precision == "fp32"
+    assert "eval_precision=bf16 cannot run on this CPU's LSTM kernels: evaluating in fp32" in caplog.text

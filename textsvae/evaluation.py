@@ -8,6 +8,7 @@ the padding or the order of evaluation.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .methods import Method
     from .models import TextVAE
 
+log = logging.getLogger(__name__)
 SPLITS = ("valid", "test")
 HE_MI_BATCH = 32  # He et al.'s evaluation minibatch, for their per-minibatch MI
 
@@ -292,7 +294,7 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = None):
     from .data.vocab import load_vocab
     from .methods import build_method
     from .models import TextVAE
-    from .train import RunError, load_checkpoint, read_run_config, resolve_device
+    from .train import RunError, cpu_lstm_runs_in, load_checkpoint, read_run_config, resolve_device
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -315,6 +317,10 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = None):
         raise RunError(f"{run_dir}/best.pt does not match the run's config: {str(exc).splitlines()[0]}") from None
     method.load_state_dict(ckpt.get("method", {}))
     model.eval()
+    if dev.type == "cpu" and not cpu_lstm_runs_in(config.eval.eval_precision):  # a run trained on a GPU, say
+        log.warning("eval_precision=%s cannot run on this CPU's LSTM kernels: evaluating in fp32",
+                    config.eval.eval_precision)
+        config = replace(config, eval=replace(config.eval, eval_precision="fp32"))
     return model, method, config, vocab, dev
 
 

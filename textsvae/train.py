@@ -6,6 +6,7 @@ Run folder: config.json, vocab.json (+ spm.model), log.jsonl (one row per epoch)
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -73,7 +74,19 @@ def resolve_device(name: str) -> torch.device:
         raise RunError(f"unknown device '{name}' ({str(exc).splitlines()[0]})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device '{name}' requested but CUDA is not available")
+    if device.type == "cuda":
+        exact_fp32_lstms()
     return device
+
+
+def exact_fp32_lstms() -> None:
+    """Make cuDNN's fp32 LSTMs compute in IEEE fp32. torch's default lets them use TF32 tensor cores
+    (10-bit mantissas), so "fp32" on a GPU would not be the CPU's fp32; bf16 autocast is the fast opt-in."""
+    rnn = getattr(torch.backends.cudnn, "rnn", None)
+    if rnn is not None and hasattr(rnn, "fp32_precision"):   # torch >= 2.9
+        rnn.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
 
 
 def seed_everything(seed: int) -> None:
@@ -121,6 +134,32 @@ def warn_if_bf16_is_emulated() -> None:
                     "and much slower than fp32 here; use precision=fp32", capability)
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_lstm_runs_in(precision: str) -> bool:
+    """Whether this CPU's LSTM kernels (oneDNN) run forward and backward under `precision` autocast.
+    On the 2-core AVX2 machine bf16 and fp16 LSTMs fail ("could not create a primitive descriptor")."""
+    if precision == "fp32":
+        return True
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    with torch.random.fork_rng(devices=[]):      # the probe's weights draw nothing from the run's seed
+        lstm = torch.nn.LSTM(4, 4, batch_first=True)
+        try:
+            with torch.autocast("cpu", dtype=dtype):
+                out, _ = lstm(torch.zeros(1, 2, 4))
+            out.float().sum().backward()
+        except RuntimeError:
+            return False
+    return True
+
+
+def check_cpu_precision(field_name: str, precision: str) -> None:
+    """A one-line RunError where this CPU's LSTM kernels cannot run in the asked-for autocast precision."""
+    if not cpu_lstm_runs_in(precision):
+        raise RunError(f"{field_name}={precision} cannot run on this CPU: its LSTM kernels have no {precision} "
+                       f"version (ATen CPU capability {torch.backends.cpu.get_cpu_capability()}); "
+                       f"use {field_name}=fp32")
+
+
 class Trainer:
     """Holds the model, method, optimiser and state of one run; `fit()` runs the loop."""
 
@@ -132,6 +171,9 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        if self.device.type == "cpu":
+            check_cpu_precision("precision", t.precision)
+            check_cpu_precision("eval_precision", config.eval.eval_precision)
         seed_everything(t.seed)
         self.corpus = corpus or load_corpus(config.data, vocab=vocab, seed=t.seed)
         self.method = method or build_method(t.method, t.method_params)

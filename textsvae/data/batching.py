@@ -57,9 +57,16 @@ class Batch:
         return self.tokens.size(0)
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device, non_blocking=True) for t in (self.tokens, self.lengths, self.index)),
-                     self.n_targets, self.target_rows.to(device, non_blocking=True),
-                     self.target_steps.to(device, non_blocking=True))
+        """This batch on `device`. Host tensors bound for a GPU are first page-locked (pinned): a copy from
+        pageable memory may wait for the device's queue to drain, a host sync at every batch."""
+        device = torch.device(device)
+        pin = device.type == "cuda" and self.tokens.device.type == "cpu"
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
+
+        return Batch(*(move(t) for t in (self.tokens, self.lengths, self.index)), self.n_targets,
+                     move(self.target_rows), move(self.target_steps))
 
 
 def make_batch(sentences: list[list[int]], index: list[int], pad_to: int | None = None) -> Batch:

@@ -1,0 +1,108 @@
+"""benchmarks/perf.py (issue 6): its cases' rows, their table, and one-line errors for bad options.
+
+The cases run in this process on the tiny corpus (`--case` is how perf.py runs each case in its own
+child); the option errors run perf.py as a command, where they stop it before any child starts.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from textsvae.evaluation import evaluate_model
+
+PERF = Path(__file__).resolve().parents[1] / "benchmarks" / "perf.py"
+FAST = ["--preset", "tiny", "--threads", "1", "--precisions", "fp32", "--warmup", "1", "--k", "5",
+        "--probe-seconds", "0.05", "--slice-probe-seconds", "0.01", "--probe-sizes", "64"]
+
+
+@pytest.fixture(scope="module")
+def perf():
+    spec = importlib.util.spec_from_file_location("perf", PERF)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_case(perf, monkeypatch, capsys, corpus: Path, case: str, *extra: str) -> dict:
+    monkeypatch.setattr(sys, "argv", ["perf.py", *FAST, "--data", str(corpus), "--case", case,
+                                      "--decoder", "standard", "--precision", "fp32", *extra])
+    try:
+        perf.main()
+    finally:
+        torch.set_num_threads(1)
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("ROW ")]
+    assert len(rows) == 1
+    return json.loads(rows[0][4:])
+
+
+def test_training_case_counts_flops_per_token_and_runs_past_one_epoch(perf, tiny_corpus, monkeypatch, capsys):
+    """The tiny corpus has 2 batches per epoch at the preset's batch size: 1 + 4 steps need 3 epochs."""
+    row = run_case(perf, monkeypatch, capsys, tiny_corpus, "train", "--steps", "4", "--slices", "2")
+    assert row["steps"] == 4 and row["device"] == "cpu" and row["case"] == "train"
+    macs = row["macs_per_token"]
+    e, h, v = 32, 32, row["macs_per_token"]["output"] // 32          # tiny: emb 32, LSTMs 32, z 8
+    assert macs["encoder"] == 4 * h * (e + h) and macs["decoder"] == 4 * h * (e + 8 + h)
+    assert row["gflops"] == pytest.approx(6 * sum(macs.values()) * row["tokens_per_s"] / 1e9)
+    assert row["tokens_per_s"] > 0 and v > 10
+    assert len(row["probe_gflops"]) == 2 and min(row["probe_gflops"]) > 0 and row["probe_gflops_during"] > 0
+    assert row["peak_rss_mb"] > 0 and "peak_gpu_mb" not in row
+
+
+def test_iwnll_case_in_slices_equals_one_evaluation_of_the_same_sentences(perf, tiny_corpus, monkeypatch, capsys):
+    row = run_case(perf, monkeypatch, capsys, tiny_corpus, "iwnll", "--eval-sentences", "6", "--slices", "3")
+    assert row["sentences"] == 6 and row["k"] == 5 and row["workers"] == 1
+    import argparse
+
+    trainer, cfg = perf._trainer(argparse.Namespace(preset="tiny", data=str(tiny_corpus), threads=1, device="cpu"),
+                                 "standard", "fp32")                # the case's own model, untrained
+    trainer.model.eval()
+    whole = evaluate_model(trainer.model, trainer.method, trainer.corpus.splits["test"][:6], cfg.eval,
+                           trainer.device, iw_samples=5)
+    assert row["iw_nll"] == pytest.approx(whole["iw_nll"], rel=1e-12)
+
+
+def test_table_names_the_gpu_its_memory_and_bf16_against_the_bf16_probe(perf, capsys):
+    train = {"case": "train", "decoder": "skip", "tokens_per_s": 1e5, "gflops": 2000.0, "steps": 10,
+             "probe_gflops": [4000.0, 5000.0], "probe_gflops_during": 4500.0, "peak_rss_mb": 900.0,
+             "peak_gpu_mb": 1234.0, "epoch_seconds_est": 9.0, "valid_loss_after_steps": 100.0}
+    rows = [{"case": "matmul", "threads": 2, "gpu": "Some GPU",
+             "matmul": [{"dtype": "float32", "gflops": 5000.0}, {"dtype": "bfloat16", "gflops": 20000.0}]},
+            {**train, "precision": "fp32"},
+            {**train, "precision": "bf16", "tokens_per_s": 3e5, "gflops": 6000.0, "valid_loss_after_steps": 100.2}]
+    perf.print_table(rows)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "matmul probe (Some GPU, fp32 without TF32): fp32 5000.0 GFLOP/s, bf16 20000.0 GFLOP/s"
+    fp32, bf16 = out[3], out[4]
+    assert "| 40% of 5000 | 44% of 4500 | 1234 GPU |" in fp32 and "bf16 matmul" not in fp32
+    assert "x3.00 of fp32" in bf16 and "(+0.20% vs fp32); 30% of the bf16 matmul |" in bf16
+
+
+def perf_command(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PERF), *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--device", "tpu"], "--device must be cpu or cuda[:N], got 'tpu'"),
+    (["--device", "cuda", "--cases", "train,pack"], "cases iwpack and pack pack CPU threads; leave them out "
+                                                    "with --device cuda"),
+    (["--probe-sizes", "0"], "--probe-sizes must be >= 1"),
+    (["--cases", "train,nope"], "unknown case(s) nope"),
+])
+def test_bad_options_give_one_line_and_exit_2(args, message):
+    out = perf_command(*args)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert message in out.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line():
+    out = perf_command("--device", "cuda", "--cases", "train")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == \
+        "perf.py: error: device 'cuda' requested but CUDA is not available"
