@@ -412,9 +412,12 @@ def _device_type(p: argparse.ArgumentParser, name: str) -> str:
     import torch
 
     try:
-        return torch.device(name).type
+        kind = torch.device(name).type
     except (RuntimeError, ValueError):
+        kind = None
+    if kind not in ("cpu", "cuda"):
         p.error(f"--device must be cpu or cuda[:N], got '{name}'")
+    return kind
 
 
 def _child_row(command: list[str]) -> dict:

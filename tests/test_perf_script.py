@@ -89,6 +89,7 @@ def perf_command(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, message", [
     (["--device", "tpu"], "--device must be cpu or cuda[:N], got 'tpu'"),
+    (["--device", "meta"], "--device must be cpu or cuda[:N], got 'meta'"),
     (["--device", "cuda", "--cases", "train,pack"], "cases iwpack and pack pack CPU threads; leave them out "
                                                     "with --device cuda"),
     (["--probe-sizes", "0"], "--probe-sizes must be >= 1"),
