@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -83,8 +82,15 @@ def test_table_names_the_gpu_its_memory_and_bf16_against_the_bf16_probe(perf, ca
     assert "x3.00 of fp32" in bf16 and "(+0.20% vs fp32); 30% of the bf16 matmul |" in bf16
 
 
-def perf_command(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PERF), *args], capture_output=True, text=True)
+def perf_error(perf, monkeypatch, capsys, *args: str) -> str:
+    """perf.py's exit code must be 2; returns the last line it printed on stderr."""
+    monkeypatch.setattr(sys, "argv", ["perf.py", *args])
+    with pytest.raises(SystemExit) as exit_:
+        perf.main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -95,15 +101,11 @@ def perf_command(*args: str) -> subprocess.CompletedProcess:
     (["--probe-sizes", "0"], "--probe-sizes must be >= 1"),
     (["--cases", "train,nope"], "unknown case(s) nope"),
 ])
-def test_bad_options_give_one_line_and_exit_2(args, message):
-    out = perf_command(*args)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert message in out.stderr.strip().splitlines()[-1]
+def test_bad_options_give_one_line_and_exit_2(args, message, perf, monkeypatch, capsys):
+    assert message in perf_error(perf, monkeypatch, capsys, *args)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda_is_one_line():
-    out = perf_command("--device", "cuda", "--cases", "train")
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == \
+def test_cuda_without_cuda_is_one_line(perf, monkeypatch, capsys):
+    assert perf_error(perf, monkeypatch, capsys, "--device", "cuda", "--cases", "train") == \
         "perf.py: error: device 'cuda' requested but CUDA is not available"
