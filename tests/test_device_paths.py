@@ -117,6 +117,24 @@ def test_iw_scoring_of_a_batch_makes_no_host_sync(decoder, device):
     assert log_w.shape == (3, 10) and log_px.shape == (3, 10) and nll.shape == (3,)
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("decoder", ["standard", "skip", "lm"])
+def test_scoring_an_evaluation_batch_reads_nothing_back(decoder, device):
+    """score_sentences' work per batch (the copies to the device included) leaves its scores on the device:
+    the host reads them once, after the last batch."""
+    from textsvae.config import EvalConfig
+    from textsvae.evaluation import score_batch
+
+    model = TextVAE(30, ModelConfig(decoder=decoder, emb_dim=8, enc_hidden=8, dec_hidden=8,
+                                    latent_dim=4)).to(device).eval()
+    sentences = [[5, 6, 7], [8, 9, 10, 11], [12, 13], [14]]
+    with no_host_sync(device):
+        scores = score_batch(model, build_method("vae"), sentences, [3, 0, 2], EvalConfig(), torch.device(device), 10)
+    assert scores.iw_nll.shape == (3,) and scores.iw_nll.device.type == device and scores.n_tokens is None
+    if decoder != "lm":
+        assert scores.rec.shape == (3,) and scores.mu.shape == (3, 4) and scores.iw_mc_se.dtype == torch.float64
+
+
 def small_model(decoder: str) -> TextVAE:
     torch.manual_seed(0)
     return TextVAE(50, ModelConfig(decoder=decoder, emb_dim=16, enc_hidden=16, dec_hidden=16, latent_dim=4,

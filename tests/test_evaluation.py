@@ -93,8 +93,9 @@ def test_scoring_in_worker_processes_gives_every_sentence_its_own_scores(decoder
     one = score_sentences(model, method, sents, cfg, torch.device("cpu"))
     pids, merge = [], evaluation._merge_scores
     monkeypatch.setattr(evaluation, "_score_shard", _shard_with_pid)
-    monkeypatch.setattr(evaluation, "_merge_scores",
-                        lambda parts, shards, n: pids.extend(p.pid for p in parts) or merge(parts, shards, n))
+    # the workers merge their own batches too: only the parent's merge of the shards sees tagged parts
+    monkeypatch.setattr(evaluation, "_merge_scores", lambda parts, shards, n: pids.extend(
+        p.pid for p in parts if hasattr(p, "pid")) or merge(parts, shards, n))
     three = score_sentences(model, method, sents, replace(cfg, workers=3), torch.device("cpu"))
     assert len(set(pids)) == 3 and os.getpid() not in pids
     for name in ("n_tokens", "iw_nll", "iw_mc_se", "rec", "mu", "logvar"):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import ConfigError, EvalConfig, RunConfig
-from .data.batching import Batch, bucket_batches, make_batch
+from .data.batching import Batch, bucket_batches, make_batch, to_device
 from .metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
                       kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
 
@@ -98,41 +98,40 @@ def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int
     if eval_cfg.workers > 1 and device.type == "cpu" and len(sentences) > 1 and _can_fork():
         return _score_in_workers(model, method, sentences, eval_cfg, device, iw_samples, pad_to, keys)
     k = eval_cfg.iw_samples if iw_samples is None else iw_samples
-    n = len(sentences)
-    lm = model.is_lm
     was_training, precision = model.training, model.autocast_dtype
     model.eval()
     model.set_precision(eval_cfg.eval_precision)
-    nll = torch.zeros(n, dtype=torch.float64)
-    mc_se = torch.zeros(n, dtype=torch.float64)
-    rec = None if lm else torch.zeros(n, dtype=torch.float64)
-    mu_all = None if lm else torch.zeros(n, model.latent_dim, dtype=torch.float64)
-    logvar_all = None if lm else torch.zeros(n, model.latent_dim, dtype=torch.float64)
+    batches = eval_batches(sentences, eval_cfg.eval_batch_size, model.vocab_size, eval_cfg.mem_budget_mb)
     try:
-        for index in eval_batches(sentences, eval_cfg.eval_batch_size, model.vocab_size, eval_cfg.mem_budget_mb):
-            batch = make_batch(sentences, index, pad_to=pad_to).to(device)
-            rows = torch.tensor(index)
-            if lm:
-                with torch.no_grad():
-                    nll[rows] = -model.log_px_given_z(batch, None).double().cpu()
-                continue
-            mu, logvar = posterior(model, method, batch, eval_cfg.eval_seed)
-            mu, logvar = mu.double(), logvar.double()
-            noise_keys = index if keys is None else [keys[i] for i in index]
-            eps = sentence_noise(noise_keys, k, model.latent_dim, eval_cfg.eval_seed).to(device, torch.float64)
-            chunk = samples_per_chunk(batch.n_targets, model.vocab_size, eval_cfg.mem_budget_mb, k)
-            with torch.no_grad():
-                log_w, log_px = iw_log_weights(lambda z: model.log_px_given_z(batch, z.float()), mu, logvar,
-                                               eps, chunk)
-            nll[rows] = iw_nll(log_w).cpu()
-            mc_se[rows] = iw_relative_se(log_w).cpu() if k > 1 else float("nan")
-            rec[rows] = -log_px.mean(1).cpu()
-            mu_all[rows], logvar_all[rows] = mu.cpu(), logvar.cpu()
+        parts = [score_batch(model, method, sentences, index, eval_cfg, device, k, pad_to, keys) for index in batches]
     finally:
         model.train(was_training)
         model.autocast_dtype = precision
+    on_device = _merge_scores(parts, batches, len(sentences))   # read back once, not once per batch
     n_tokens = torch.tensor([len(s) + 1 for s in sentences], dtype=torch.long)
-    return SentenceScores(n_tokens, nll, mc_se, rec, mu_all, logvar_all)
+    return SentenceScores(n_tokens, *(None if t is None else t.cpu() for t in (
+        on_device.iw_nll, on_device.iw_mc_se, on_device.rec, on_device.mu, on_device.logvar)))
+
+
+def score_batch(model: "TextVAE", method: "Method", sentences: list[list[int]], index: list[int], eval_cfg: EvalConfig,
+                device: torch.device, k: int, pad_to: int | None = None,
+                keys: list[int] | None = None) -> SentenceScores:
+    """The scores of the sentences at `index`, left on `device` (n_tokens None); no host sync on a GPU."""
+    batch = make_batch(sentences, index, pad_to=pad_to).to(device)
+    if model.is_lm:
+        with torch.no_grad():
+            nll = -model.log_px_given_z(batch, None).double()
+        return SentenceScores(None, nll, torch.zeros_like(nll))
+    mu, logvar = posterior(model, method, batch, eval_cfg.eval_seed)
+    mu, logvar = mu.double(), logvar.double()
+    noise_keys = index if keys is None else [keys[i] for i in index]
+    eps = to_device(sentence_noise(noise_keys, k, model.latent_dim, eval_cfg.eval_seed), device).double()
+    chunk = samples_per_chunk(batch.n_targets, model.vocab_size, eval_cfg.mem_budget_mb, k)
+    with torch.no_grad():
+        log_w, log_px = iw_log_weights(lambda z: model.log_px_given_z(batch, z.float()), mu, logvar, eps, chunk)
+    nll = iw_nll(log_w).double()
+    mc_se = iw_relative_se(log_w).double() if k > 1 else torch.full_like(nll, float("nan"))
+    return SentenceScores(None, nll, mc_se, (-log_px.mean(1)).double(), mu, logvar)
 
 
 # -- several processes ---------------------------------------------------------------------------------
@@ -184,14 +183,14 @@ def _score_in_workers(model: "TextVAE", method: "Method", sentences: list[list[i
 
 
 def _merge_scores(parts: list[SentenceScores], shards: list[list[int]], n: int) -> SentenceScores:
-    """Put each shard's rows back at its sentences' positions."""
+    """Put each shard's rows back at its sentences' positions (on the parts' device)."""
     def gather(name: str) -> torch.Tensor | None:
         first = getattr(parts[0], name)
         if first is None:
             return None
         out = first.new_zeros((n, *first.shape[1:]))
         for part, shard in zip(parts, shards):
-            out[torch.tensor(shard)] = getattr(part, name)
+            out[torch.tensor(shard, device=out.device)] = getattr(part, name)
         return out
 
     return SentenceScores(**{f.name: gather(f.name) for f in fields(SentenceScores)})

@@ -19,11 +19,15 @@ if TYPE_CHECKING:
 
 def validate(model: "TextVAE", method: "Method", sentences: list[list[int]], config: RunConfig,
              device: torch.device) -> dict[str, float]:
-    """Per-sentence means over the split; a fixed seed makes the one-sample Rec repeatable."""
+    """Per-sentence means over the split; a fixed seed makes the one-sample Rec repeatable.
+
+    The sums stay on the device until the last batch (one host read, not two per batch on a GPU).
+    """
     was_training = model.training
     model.eval()
     gen = torch.Generator(device=device).manual_seed(config.eval.eval_seed)
-    rec_sum = kl_sum = 0.0
+    rec_total = torch.zeros((), dtype=torch.float64, device=device)
+    kl_total = torch.zeros((), dtype=torch.float64, device=device)
     tokens = 0
     monitor = min(config.train.monitor_size, len(sentences))
     mus, logvars, rows = [], [], []
@@ -32,23 +36,25 @@ def validate(model: "TextVAE", method: "Method", sentences: list[list[int]], con
             batch = batch.to(device)
             tokens += batch.n_targets
             if model.is_lm:
-                rec_sum += float(-model.log_px_given_z(batch, None).sum())
+                rec_total += (-model.log_px_given_z(batch, None).sum()).double()
                 continue
             mu, logvar = method.posterior(model, batch)
             z = model.sample(mu, logvar, generator=gen)
-            rec_sum += float(-model.log_px_given_z(batch, z).sum())
-            kl_sum += float(gaussian_kl(mu, logvar).sum())
-            keep = batch.index < monitor  # the monitor subset: the split's first `monitor` sentences
-            mus.append(mu[keep])
-            logvars.append(logvar[keep])
-            rows.append(batch.index[keep])
+            rec_total += (-model.log_px_given_z(batch, z).sum()).double()
+            kl_total += gaussian_kl(mu, logvar).sum().double()
+            mus.append(mu)
+            logvars.append(logvar)
+            rows.append(batch.index)
     model.train(was_training)
     n = len(sentences)
+    rec_sum, kl_sum = float(rec_total), float(kl_total)
     out = {"rec": rec_sum / n, "kl": kl_sum / n, "loss": (rec_sum + kl_sum) / n,
            "elbo": -(rec_sum + kl_sum) / n, "ppl_bound": _exp((rec_sum + kl_sum) / tokens)}
     if not model.is_lm and monitor >= 2:  # MI and AU need two sentences (a variance over the subset)
-        order = torch.argsort(torch.cat(rows))  # split order, as in evaluation: MI does not depend on batching
-        mu, logvar = torch.cat(mus)[order].double(), torch.cat(logvars)[order].double()
+        index = torch.cat(rows)
+        keep = index < monitor  # the monitor subset: the split's first `monitor` sentences
+        order = torch.argsort(index[keep])  # split order, as in evaluation: MI does not depend on batching
+        mu, logvar = torch.cat(mus)[keep][order].double(), torch.cat(logvars)[keep][order].double()
         mi_gen = torch.Generator(device=device).manual_seed(config.eval.eval_seed + 1)
         out["mi"] = mutual_information(mu, logvar, generator=mi_gen)
         out["au"], _ = active_units(mu, config.eval.au_threshold)

@@ -57,16 +57,18 @@ class Batch:
         return self.tokens.size(0)
 
     def to(self, device: torch.device | str) -> "Batch":
-        """This batch on `device`. Host tensors bound for a GPU are first page-locked (pinned): a copy from
-        pageable memory may wait for the device's queue to drain, a host sync at every batch."""
+        """This batch on `device` (see to_device)."""
         device = torch.device(device)
-        pin = device.type == "cuda" and self.tokens.device.type == "cpu"
+        return Batch(*(to_device(t, device) for t in (self.tokens, self.lengths, self.index)), self.n_targets,
+                     to_device(self.target_rows, device), to_device(self.target_steps, device))
 
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return (t.pin_memory() if pin else t).to(device, non_blocking=True)
 
-        return Batch(*(move(t) for t in (self.tokens, self.lengths, self.index)), self.n_targets,
-                     move(self.target_rows), move(self.target_steps))
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """t on `device`, without waiting. A host tensor bound for a GPU is first page-locked (pinned): a copy
+    from pageable memory may wait for the device's queue to drain, a host sync at every batch."""
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 def make_batch(sentences: list[list[int]], index: list[int], pad_to: int | None = None) -> Batch:
