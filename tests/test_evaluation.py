@@ -273,3 +273,9 @@ def test_import_textsvae_stays_light():
     """`import textsvae` does not import torch; `textsvae.load_run` resolves lazily."""
     code = "import sys, textsvae; assert 'torch' not in sys.modules; assert callable(textsvae.load_run)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("decoder", ["skip", "lm"])
+def test_scoring_no_sentences_is_a_config_error(decoder):
+    with pytest.raises(ConfigError, match="no sentences to evaluate"):
+        score_sentences(_toy(decoder), build_method("vae"), [], EvalConfig(iw_samples=5), torch.device("cpu"))

@@ -95,6 +95,8 @@ def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int
     keys[i] is sentence i's position in its split, which keys its random draws (default: i).
     With eval.workers > 1 on the CPU the sentences are scored by that many forked processes.
     """
+    if not sentences:
+        raise ConfigError("no sentences to evaluate")
     if eval_cfg.workers > 1 and device.type == "cpu" and len(sentences) > 1 and _can_fork():
         return _score_in_workers(model, method, sentences, eval_cfg, device, iw_samples, pad_to, keys)
     k = eval_cfg.iw_samples if iw_samples is None else iw_samples
