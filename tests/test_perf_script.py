@@ -1,10 +1,11 @@
 """benchmarks/perf.py (issue 6): its cases' rows, their table, and one-line errors for bad options.
 
-The cases run in this process on the tiny corpus (`--case` is how perf.py runs each case in its own
-child); the option errors run perf.py as a command, where they stop it before any child starts.
+Everything runs perf.py's main() in this process: a case on the tiny corpus through `--case` (how
+perf.py runs each case in its own child), and the bad options, which stop it before any child starts.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -45,7 +46,7 @@ def test_training_case_counts_flops_per_token_and_runs_past_one_epoch(perf, tiny
     row = run_case(perf, monkeypatch, capsys, tiny_corpus, "train", "--steps", "4", "--slices", "2")
     assert row["steps"] == 4 and row["device"] == "cpu" and row["case"] == "train"
     macs = row["macs_per_token"]
-    e, h, v = 32, 32, row["macs_per_token"]["output"] // 32          # tiny: emb 32, LSTMs 32, z 8
+    e, h, v = 32, 32, macs["output"] // 32                          # tiny: emb 32, LSTMs 32, z 8
     assert macs["encoder"] == 4 * h * (e + h) and macs["decoder"] == 4 * h * (e + 8 + h)
     assert row["gflops"] == pytest.approx(6 * sum(macs.values()) * row["tokens_per_s"] / 1e9)
     assert row["tokens_per_s"] > 0 and v > 10
@@ -56,8 +57,6 @@ def test_training_case_counts_flops_per_token_and_runs_past_one_epoch(perf, tiny
 def test_iwnll_case_in_slices_equals_one_evaluation_of_the_same_sentences(perf, tiny_corpus, monkeypatch, capsys):
     row = run_case(perf, monkeypatch, capsys, tiny_corpus, "iwnll", "--eval-sentences", "6", "--slices", "3")
     assert row["sentences"] == 6 and row["k"] == 5 and row["workers"] == 1
-    import argparse
-
     trainer, cfg = perf._trainer(argparse.Namespace(preset="tiny", data=str(tiny_corpus), threads=1, device="cpu"),
                                  "standard", "fp32")                # the case's own model, untrained
     trainer.model.eval()
