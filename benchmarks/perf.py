@@ -366,7 +366,8 @@ def main() -> None:
     if args.cases is None:
         args.cases = ",".join(c for c in DEFAULT_CASES.split(",") if on_cpu or c not in CPU_ONLY_CASES)
     if not on_cpu and CPU_ONLY_CASES & set(args.cases.split(",")):
-        p.error(f"cases {' and '.join(sorted(CPU_ONLY_CASES))} pack CPU threads; leave them out with --device {args.device}")
+        p.error(f"the cases {' and '.join(sorted(CPU_ONLY_CASES))} run CPU processes side by side; "
+                f"leave them out with --device {args.device}")
     unknown = set(args.cases.split(",")) - set(CASES) - {"pack"}
     if unknown:
         p.error(f"unknown case(s) {', '.join(sorted(unknown))}; choose from {', '.join(sorted(set(CASES) | {'pack'}))}")

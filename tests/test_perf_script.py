@@ -95,8 +95,8 @@ def perf_error(perf, monkeypatch, capsys, *args: str) -> str:
 @pytest.mark.parametrize("args, message", [
     (["--device", "tpu"], "--device must be cpu or cuda[:N], got 'tpu'"),
     (["--device", "meta"], "--device must be cpu or cuda[:N], got 'meta'"),
-    (["--device", "cuda", "--cases", "train,pack"], "cases iwpack and pack pack CPU threads; leave them out "
-                                                    "with --device cuda"),
+    (["--device", "cuda", "--cases", "train,pack"], "the cases iwpack and pack run CPU processes side by side; "
+                                                    "leave them out with --device cuda"),
     (["--probe-sizes", "0"], "--probe-sizes must be >= 1"),
     (["--cases", "train,nope"], "unknown case(s) nope"),
 ])
