@@ -20,6 +20,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from perf import _sync, matmul_rate  # this folder is on sys.path when run as a script
+
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
 
 
@@ -36,28 +38,8 @@ def matmul_gflops(device, seconds: float = 2.0) -> float:
     """fp32 rate of a square matmul (n = 1024 on CPU, 8192 on GPU; TF32 off), in GFLOP/s."""
     import torch
 
-    n = 8192 if device.type == "cuda" else 1024
     torch.backends.cuda.matmul.allow_tf32 = False
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        reps += 1
-        if device.type == "cuda" and reps % 10:
-            continue
-        _sync(device)
-    _sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return matmul_rate(torch.float32, (8192 if device.type == "cuda" else 1024,), seconds, device)
 
 
 def build(args):
