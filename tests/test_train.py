@@ -450,3 +450,44 @@ def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp
         _, _, loaded, _, _ = load_model(run, "cpu")
     assert loaded.eval.eval_precision == "fp32"
     assert "eval_precision=bf16 cannot run on this CPU's LSTM kernels: evaluating in fp32" in caplog.text
+
+
+# -- the LR rule of He et al.'s and Li et al.'s code --------------------------------------------------
+def reference_lr_rule(losses: list[float], start: int, patience: int, max_decays: int) -> tuple[list[float], int]:
+    """Their loop, transcribed: 0-based epochs, `not_improved` against the last non-worse loss,
+    `break` right after the max_decays-th halving. Returns (LR of each epoch trained, epochs trained)."""
+    ref, not_improved, lr, decays, lrs = 1e4, 0, 1.0, 0, []
+    for epoch, loss in enumerate(losses):
+        lrs.append(lr)
+        if loss > ref:
+            not_improved += 1
+            if not_improved >= patience and epoch >= start:
+                ref, not_improved, lr, decays = loss, 0, lr * 0.5, decays + 1
+        else:
+            not_improved, ref = 0, loss
+        if decays == max_decays:
+            break
+    return lrs, len(lrs)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lr_rule_follows_he_and_li_code(tmp_path, seed):
+    """Validation losses that fall, stall and rise; the trainer's LR and stopping epoch equal the reference's."""
+    g = torch.Generator().manual_seed(seed)
+    losses = (100 - torch.arange(60) * 0.3 + torch.rand(60, generator=g) * 6).tolist()
+    config = apply_overrides(tiny(), {"epochs": 60, "decay_start_epoch": 15, "decay_patience": 3,
+                                      "max_decays": 5})
+    trainer = T.Trainer(config, tmp_path / "run")
+    trainer.run_dir.mkdir()
+    lrs = []
+    for loss in losses:
+        trainer.state.epoch += 1
+        lrs.append(trainer.state.lr / config.train.lr)
+        trainer._after_validation(loss)
+        if trainer.state.done:
+            break
+    expected_lrs, expected_epochs = reference_lr_rule(losses, 15, 3, 5)
+    assert lrs == expected_lrs and trainer.state.epoch == expected_epochs
+    if expected_epochs < 60:
+        assert trainer.state.decays == 5 and "plateau 5" in trainer.state.stop_reason
+    assert trainer.state.best_loss == min(losses[:expected_epochs])

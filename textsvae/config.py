@@ -58,9 +58,9 @@ class TrainConfig:
     lr: float = 1e-3               # learning rate
     momentum: float = 0.0          # SGD momentum
     clip_grad: float = 5.0         # clip the gradient's global norm (0 turns clipping off)
-    decay_start_epoch: int = 15    # He et al.: LR halving is considered only after this epoch
-    decay_patience: int = 2        # epochs without validation improvement before halving the LR
-    max_decays: int = 5            # stop after this many halvings
+    decay_start_epoch: int = 15    # He et al.: LR halving is considered only once more epochs than this are done
+    decay_patience: int = 2        # worse validation epochs in a row before the LR is halved
+    max_decays: int = 5            # stop at the max_decays-th halving (its halved LR is never trained)
     max_steps: int | None = None   # stop after this many optimiser steps (a training budget)
     seed: int = 0                  # seeds model init, data order, dropout and sampling
     threads: int | None = None     # torch CPU threads (None: leave torch's default)

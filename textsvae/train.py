@@ -56,7 +56,8 @@ class TrainState:
     batch_in_epoch: int = 0        # batches of the current epoch already done (Ctrl-C mid-epoch)
     lr: float = 0.0
     decays: int = 0                # LR halvings so far
-    bad_epochs: int = 0            # epochs since the last validation improvement
+    bad_epochs: int = 0            # worse epochs in a row (validation loss above plateau_loss)
+    plateau_loss: float = math.inf  # the last non-worse validation loss (the plateau rule's reference)
     best_loss: float = math.inf
     best_epoch: int = -1
     done: bool = False
@@ -403,24 +404,34 @@ class Trainer:
         """Forget the best model so far and the plateau count: for a method that changes the model or
         objective mid-run (pretrain-fb's decoder reset), whose later epochs compete only with each other."""
         s = self.state
-        s.best_loss, s.best_epoch, s.bad_epochs = math.inf, -1, 0
+        s.best_loss, s.best_epoch, s.bad_epochs, s.plateau_loss = math.inf, -1, 0, math.inf
 
     def _after_validation(self, valid_loss: float) -> None:
-        """Keep the best model; He et al.'s LR halving on a plateau; decide whether to stop."""
+        """Keep the best model (best.pt); the LR rule of He et al.'s and Li et al.'s code; decide whether to stop.
+
+        An epoch is worse when its validation loss exceeds the last non-worse epoch's. After
+        `decay_patience` worse epochs in a row, once more than `decay_start_epoch` epochs are done,
+        best.pt is reloaded and the LR halved, and that epoch's loss becomes the reference. The
+        `max_decays`-th such plateau ends the run (their code breaks right after that halving);
+        best.pt is the model that is evaluated.
+        """
         t, s = self.config.train, self.state
         if valid_loss < s.best_loss:
-            s.best_loss, s.best_epoch, s.bad_epochs = valid_loss, s.epoch, 0
+            s.best_loss, s.best_epoch = valid_loss, s.epoch
             atomic_torch_save(self.run_dir / "best.pt", {"model": self.model.state_dict(), "epoch": s.epoch,
                                                          "config": self.config.to_dict(),
                                                          "vocab_size": len(self.corpus.vocab),
+                                                         "vocab_digest": vocab_digest(self.corpus.vocab),
                                                          "method": self.method.state_dict()})
+        if valid_loss <= s.plateau_loss:
+            s.plateau_loss, s.bad_epochs = valid_loss, 0
         else:
             s.bad_epochs += 1
-        if s.epoch >= t.decay_start_epoch and s.bad_epochs >= t.decay_patience and s.epoch < t.epochs:
+        if s.epoch > t.decay_start_epoch and s.bad_epochs >= t.decay_patience and s.epoch < t.epochs:
             s.decays += 1
-            s.bad_epochs = 0
-            if s.decays > t.max_decays:
-                s.done, s.stop_reason = True, f"stopped after {t.max_decays} LR halvings"
+            s.bad_epochs, s.plateau_loss = 0, valid_loss
+            if s.decays >= t.max_decays:
+                s.done, s.stop_reason = True, f"stopped at validation plateau {s.decays} (max_decays={t.max_decays})"
                 return
             s.lr /= 2
             best = load_checkpoint(self.run_dir / "best.pt")
