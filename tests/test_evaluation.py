@@ -245,7 +245,9 @@ def test_api_matches_the_cli_and_keeps_sentence_order(ptb_run):
 
 def test_validation_mi_and_au_use_the_same_functions(ptb_run):
     """Per-epoch validation's MI and AU on the first `monitor_size` valid sentences equal evaluation's on
-    that subset (same q, same generator seed eval_seed + 1, split order)."""
+    that subset with one sample per sentence (same q, same generator seed eval_seed + 1, split order)."""
+    from dataclasses import replace
+
     from textsvae.evaluation import load_model, split_sentences
     from textsvae.validation import validate
 
@@ -253,9 +255,28 @@ def test_validation_mi_and_au_use_the_same_functions(ptb_run):
     valid = split_sentences(config, vocab, "valid")
     monitor = config.train.monitor_size
     val = validate(model, method, valid, config, dev)
-    ev = evaluate_model(model, method, valid[:monitor], config.eval, dev, iw_samples=1)
+    ev = evaluate_model(model, method, valid[:monitor], replace(config.eval, mi_samples=1), dev, iw_samples=1)
     assert val["au"] == ev["au"] and val["monitor_size"] == ev["mi_n"] == monitor
     assert val["mi"] == pytest.approx(ev["mi"], abs=1e-6)
+
+
+def test_eval_cli_reports_mi_with_its_se_and_he_et_al_minibatch_mi(ptb_run):
+    """`eval --mi-batch 32`: MI over the split with a Monte-Carlo SE, and He et al.'s per-minibatch MI over
+    their one-length batches, which cannot exceed those batches' ceiling sum_b |b|/N log |b|."""
+    from textsvae.evaluation import load_model, split_sentences
+    from textsvae.metrics import length_batches
+
+    result = CliRunner().invoke(cli, ["eval", str(ptb_run), "--split", "test", "-k", "2", "--mi-batch", "32",
+                                      "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    _, _, config, vocab, _ = load_model(ptb_run, "cpu")
+    lengths = [len(s) for s in split_sentences(config, vocab, "test")]
+    batches = length_batches(lengths, 32)
+    ceiling = sum(len(b) * math.log(len(b)) for b in batches) / len(lengths)
+    assert out["mi_samples"] == 64 and 0 < out["mi_se"] < 0.05
+    assert out["mi_minibatch"] <= ceiling + 1e-9 < math.log(len(lengths))
+    assert len(batches) > len(lengths) / 32                       # more batches than runs of 32 in file order
 
 
 def test_cli_errors_are_one_line(ptb_run, tmp_path):

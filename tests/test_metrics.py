@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from textsvae.metrics import (active_units, aggregate_posterior_terms, elbo, gaussian_kl, iw_log_weights, iw_nll,
-                              kl_per_dimension, kl_total, log_aggregate_posterior, log_normal_diag,
+                              kl_per_dimension, kl_total, length_batches, log_aggregate_posterior, log_normal_diag,
                               mutual_information, mutual_information_minibatch, perplexity, standard_error)
 
 
@@ -224,7 +224,46 @@ def test_minibatch_mi_is_bounded_by_the_batch():
     g = torch.Generator().manual_seed(0)
     # tolerance: q(z) is computed by a float64 matmul expansion, exact to ~1e-8 at |mu| ~ 1e3
     assert mutual_information(far, logvar, g) == pytest.approx(math.log(64), abs=1e-7)
-    assert mutual_information_minibatch(far, logvar, 16, g) == pytest.approx(math.log(16), abs=1e-7)
+    lengths = [5] * 64                                            # one length: batches of 16 in order
+    assert mutual_information_minibatch(far, logvar, lengths, 16, g) == pytest.approx(math.log(16), abs=1e-7)
+    distinct = list(range(64))                                    # every length once: 64 batches of one row
+    assert mutual_information_minibatch(far, logvar, distinct, 16, g) == pytest.approx(0.0, abs=1e-12)
+
+
+def create_data_batch_indices(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """He et al.'s `create_data_batch`, transcribed: sort by length, cut where the length changes,
+    then cut each run into pieces of at most batch_size."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    change = [i for i in range(1, len(order)) if lengths[order[i]] != lengths[order[i - 1]]] + [len(order)]
+    batches, current = [], 0
+    for end in change:
+        while current < end:
+            stop = min(current + batch_size, end)
+            batches.append(order[current:stop])
+            current = stop
+    return batches
+
+
+def test_length_batches_are_he_et_al_evaluation_batches():
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.randint(1, 12, (300,), generator=g).tolist()
+    batches = length_batches(lengths, 32)
+    assert batches == create_data_batch_indices(lengths, 32)
+    assert sorted(i for b in batches for i in b) == list(range(300))
+    assert all(len(b) <= 32 and len({lengths[i] for i in b}) == 1 for b in batches)
+
+
+def test_mi_standard_error_matches_the_spread_over_seeds():
+    """The SE one call reports (S = 16 samples per row) against the SD of 300 such estimates under
+    different seeds: the same quantity computed two ways."""
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(40, 3, generator=g), torch.randn(40, 3, generator=g) * 0.3 - 1.0
+    draws = [aggregate_posterior_terms(mu, logvar, torch.Generator().manual_seed(s), n_samples=16)
+             for s in range(300)]
+    spread = torch.tensor([d["mi"] for d in draws]).std().item()
+    reported = torch.tensor([d["mi_se"] for d in draws]).mean().item()
+    assert reported == pytest.approx(spread, rel=0.15)
+    assert aggregate_posterior_terms(mu, logvar, g, n_samples=1)["mi_se"] is None
 
 
 def test_active_units_use_the_unbiased_variance():

@@ -187,7 +187,8 @@ def fetch(name, source, data_dir, force):
 @click.option("-k", "--iw-samples", type=int, default=None,
               help="Importance samples K for IW-NLL (default: the run's eval.iw_samples, 500).")
 @click.option("--mi-batch", type=int, default=None,
-              help="Also report He et al.'s per-minibatch MI with this batch size (they used 32).")
+              help="Also report He et al.'s per-minibatch MI: their batches of one sentence length, at most "
+                   "this many sentences each (they used 32).")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--workers", type=int, default=None,

@@ -200,8 +200,9 @@ def _merge_scores(parts: list[SentenceScores], shards: list[list[int]], n: int) 
 
 # -- split-level metrics ------------------------------------------------------------------------------
 def latent_metrics(mu: torch.Tensor, logvar: torch.Tensor, eval_cfg: EvalConfig, device: torch.device,
-                   mi_batch: bool | int = False) -> dict[str, Any]:
-    """KL, MI, KL(q(z)||p(z)) and AU from q's parameters (N, D) over the whole split, in split order.
+                   mi_batch: bool | int = False, lengths: list[int] | None = None) -> dict[str, Any]:
+    """KL, MI (with its Monte-Carlo standard error), KL(q(z)||p(z)) and AU from q's parameters (N, D)
+    over the whole split, in split order; `lengths` (one per row) only for He et al.'s per-minibatch MI.
 
     MI and the aggregate KL use generator seed eval_seed + 1 on `device`, as validation does.
     """
@@ -210,12 +211,14 @@ def latent_metrics(mu: torch.Tensor, logvar: torch.Tensor, eval_cfg: EvalConfig,
     agg = aggregate_posterior_terms(mu_d, logvar_d, generator=gen, n_samples=eval_cfg.mi_samples)
     au, variances = active_units(mu_d, eval_cfg.au_threshold)
     out = {"kl": float(kl_total(mu, logvar).mean()), "kl_per_dim": kl_per_dimension(mu, logvar).tolist(),
-           "mi": agg["mi"], "mi_n": mu.size(0), "mi_samples": eval_cfg.mi_samples, "agg_kl": agg["agg_kl"],
+           "mi": agg["mi"], "mi_se": agg["mi_se"], "mi_n": mu.size(0), "mi_samples": eval_cfg.mi_samples, "agg_kl": agg["agg_kl"],
            "au": au, "au_threshold": eval_cfg.au_threshold, "au_variances": variances.cpu().tolist()}
     if mi_batch:
         size = HE_MI_BATCH if mi_batch is True else int(mi_batch)
         gen = torch.Generator(device=device).manual_seed(eval_cfg.eval_seed + 1)
-        out["mi_minibatch"] = mutual_information_minibatch(mu_d, logvar_d, size, gen, eval_cfg.mi_samples)
+        if lengths is None:
+            raise ConfigError("He et al.'s per-minibatch MI needs the sentence lengths")
+        out["mi_minibatch"] = mutual_information_minibatch(mu_d, logvar_d, lengths, size, gen, eval_cfg.mi_samples)
         out["mi_minibatch_size"] = size
     return out
 
@@ -238,7 +241,8 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
     rec: -mean_k log p(x|z_k) over the K importance samples (an unbiased Rec estimate with K samples);
     elbo = -(rec + kl); ppl_bound = exp((sum rec + sum kl) / tokens). For an LM, iw_nll is the exact
     NLL, elbo = -iw_nll and the z-metrics are None. mi_batch adds He et al.'s per-minibatch MI
-    (True: batches of 32, an int: that size) as mi_minibatch; `mi` is always over the whole split.
+    (their batches of one length, at most 32 rows, or that many for an int) as mi_minibatch;
+    `mi` is always over the whole split.
     """
     k = eval_cfg.iw_samples if iw_samples is None else iw_samples
     if k < 1:
@@ -249,13 +253,13 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
     start = time.perf_counter()
     scores = score_sentences(model, method, sentences, eval_cfg, device)
     out: dict[str, Any] = summarize(scores)
-    nones = ("rec", "kl", "kl_per_dim", "mi", "mi_n", "mi_samples", "agg_kl", "au", "au_variances")
+    nones = ("rec", "kl", "kl_per_dim", "mi", "mi_se", "mi_n", "mi_samples", "agg_kl", "au", "au_variances")
     if model.is_lm:
         out.update({key: None for key in nones})
         out.update({"elbo": -out["iw_nll"], "ppl_bound": out["ppl"], "au_threshold": eval_cfg.au_threshold,
                     "iw_samples": None})
     else:
-        out.update(latent_metrics(scores.mu, scores.logvar, eval_cfg, device, mi_batch))
+        out.update(latent_metrics(scores.mu, scores.logvar, eval_cfg, device, mi_batch, scores.n_tokens.tolist()))
         rec_sum = float(scores.rec.sum())
         kl_sum = out["kl"] * out["n_sentences"]
         out.update({"rec": rec_sum / out["n_sentences"], "elbo": -(rec_sum + kl_sum) / out["n_sentences"],
@@ -387,8 +391,9 @@ def format_metrics(result: dict[str, Any]) -> str:
     lines = [head,
              f"iw_nll {f('iw_nll')} (se {f('iw_nll_se')})  ppl {f('ppl', '.2f')}",
              f"rec {f('rec')}  kl {f('kl')}  elbo {f('elbo')}  ppl_bound {f('ppl_bound', '.2f')}",
-             f"mi {f('mi')} (N={result.get('mi_n')})  agg_kl {f('agg_kl')}  "
+             f"mi {f('mi')} (mc se {f('mi_se')}, N={result.get('mi_n')}, S={result.get('mi_samples')})  agg_kl {f('agg_kl')}  "
              f"au {result.get('au') if result.get('au') is not None else '-'} (threshold {result['au_threshold']})"]
     if "mi_minibatch" in result:
-        lines.append(f"mi_minibatch {f('mi_minibatch')} (batches of {result['mi_minibatch_size']})")
+        lines.append(f"mi_minibatch {f('mi_minibatch')} (He et al.'s batches: one length, at most "
+                     f"{result['mi_minibatch_size']} sentences)")
     return "\n".join(lines)

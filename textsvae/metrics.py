@@ -131,12 +131,15 @@ def log_aggregate_posterior(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Ten
 
 
 def aggregate_posterior_terms(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
-                              chunk: int = 256, n_samples: int = 1) -> dict[str, float]:
+                              chunk: int = 256, n_samples: int = 1) -> dict[str, float | None]:
     """MI and KL(q(z) || p(z)) from the same samples z_ns ~ q(z|x_n), q(z) over all N rows given.
 
     MI     = mean_ns [ log q(z_ns|x_n) - log q(z_ns) ]      (He et al. 2019, eq. 5; <= log N)
     agg_kl = mean_ns [ log q(z_ns) - log p(z_ns) ]           (KL of the aggregate posterior to the prior)
     so MI + agg_kl = mean_ns [ log q(z_ns|x_n) - log p(z_ns) ], a Monte-Carlo estimate of E_x KL(q(z|x) || p(z)).
+    mi_se is MI's Monte-Carlo standard error given the N rows: the terms are independent across
+    (n, s), so SE = sqrt(sum_n Var_s(term_ns) / S) / N with the unbiased variance over each row's
+    S samples; None when S = 1.
     """
     mu, logvar = mu.double(), logvar.double()  # log q(z) is a sum of near-equal terms: keep float64
     z = sample_posterior(mu, logvar, n_samples, generator)
@@ -144,7 +147,9 @@ def aggregate_posterior_terms(mu: torch.Tensor, logvar: torch.Tensor, generator:
     log_q_own = log_normal_diag(zs, mu.unsqueeze(1), logvar.unsqueeze(1))             # (N, S)
     log_q_agg = log_aggregate_posterior(zs, mu, logvar, chunk)                        # (N, S)
     log_p = log_standard_normal(zs)
-    return {"mi": float((log_q_own - log_q_agg).mean()), "agg_kl": float((log_q_agg - log_p).mean())}
+    terms = log_q_own - log_q_agg
+    se = None if n_samples < 2 else float(terms.var(dim=1, unbiased=True).sum().div(n_samples).sqrt() / mu.size(0))
+    return {"mi": float(terms.mean()), "mi_se": se, "agg_kl": float((log_q_agg - log_p).mean())}
 
 
 def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
@@ -157,25 +162,31 @@ def mutual_information(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.
     return aggregate_posterior_terms(mu, logvar, generator, chunk, n_samples)["mi"]
 
 
-def aggregate_kl(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
-                 chunk: int = 256, n_samples: int = 1) -> float:
-    """KL(q(z) || p(z)) = E_{q(z)}[log q(z) - log p(z)], q(z) = (1/N) sum_n q(z|x_n), by sampling z_n ~ q(z|x_n)."""
-    return aggregate_posterior_terms(mu, logvar, generator, chunk, n_samples)["agg_kl"]
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """He et al.'s evaluation batches (their `create_data_batch`): rows sorted by length (stably), each
+    batch at most `batch_size` rows of exactly one length."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and lengths[batches[-1][0]] == lengths[i]:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
 
 
-def mutual_information_minibatch(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int = 32,
+def mutual_information_minibatch(mu: torch.Tensor, logvar: torch.Tensor, lengths: list[int], batch_size: int = 32,
                                  generator: torch.Generator | None = None, n_samples: int = 1) -> float:
-    """He et al.'s code: MI on consecutive minibatches of `batch_size` rows, averaged weighted by batch size.
+    """He et al.'s per-minibatch MI: MI within each of their evaluation batches (`length_batches`),
+    averaged weighted by batch size: sum_b (|b| / N) MI(b), with q(z) the mixture over the batch only.
 
-    MI_batch = sum_b (|b| / N) MI(b), with q(z) the mixture over the batch only; biased by the
-    batch (bounded by log batch_size), kept for comparison with their numbers.
+    Biased low by the batch: a batch of |b| rows bounds its MI by log |b| (0 for a batch of one).
     """
-    n = mu.size(0)
     total = 0.0
-    for start in range(0, n, batch_size):
-        sl = slice(start, start + batch_size)
-        total += mutual_information(mu[sl], logvar[sl], generator, n_samples=n_samples) * mu[sl].size(0)
-    return total / n
+    for batch in length_batches(lengths, batch_size):
+        index = torch.tensor(batch, device=mu.device)
+        total += mutual_information(mu[index], logvar[index], generator, n_samples=n_samples) * len(batch)
+    return total / mu.size(0)
 
 
 def active_units(mu: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:

@@ -55,6 +55,7 @@ METRICS: dict[str, MetricInfo] = {
     "ppl": MetricInfo("PPL", False, 2),
     "ppl_bound": MetricInfo("PPL bound", False, 2),
     "mi": MetricInfo("MI", True, 2),
+    "mi_se": MetricInfo("MI s.e.", None, 3),
     "au": MetricInfo("AU", True, 1),
     "agg_kl": MetricInfo("agg. KL", False, 2),
     "probe_acc": MetricInfo("topic acc.", True, 3),
