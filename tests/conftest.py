@@ -16,6 +16,16 @@ PTB = SHARED_DATA / "ptb"
 
 
 @pytest.fixture
+def write_bench():
+    """write_bench(folder, name, text): a benchmark file `name`.toml in folder (made if missing); returns folder."""
+    def write(folder: Path, name: str, text: str) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{name}.toml").write_text(text)
+        return folder
+    return write
+
+
+@pytest.fixture
 def ptb_cut(tmp_path: Path) -> Path:
     """The first lines of real PTB: 400 train, 100 valid, 100 test sentences."""
     if not PTB.is_dir():

@@ -11,7 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from textsvae import bench as B
-from textsvae.bench import BenchmarkError, LockBusy, acquire_lock, load_benchmark, run_benchmark, run_id
+from textsvae import grid as G
+from textsvae.bench import run_benchmark
+from textsvae.grid import BenchmarkError, load_benchmark, run_id
+from textsvae.locks import LockBusy, acquire_lock
 from textsvae.cli import cli
 from textsvae.config import ConfigError, apply_overrides
 from textsvae.executor import LocalProcessExecutor, parse_jobs, threads_per_job
@@ -59,13 +62,7 @@ method = "vae"
 """
 
 
-def write_bench(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.toml").write_text(text)
-    return folder
-
-
-def test_grid_expansion_and_labels(tmp_path):
+def test_grid_expansion_and_labels(tmp_path, write_bench):
     bdir = write_bench(tmp_path / "b", "grid", GRID)
     b = load_benchmark("grid", bdir)
     # vae: 2 decoders x 2 seeds; anneal: 2 starts x 2 decoders x 2 seeds; LM: 1; the repeat adds none
@@ -79,7 +76,7 @@ def test_grid_expansion_and_labels(tmp_path):
     assert all(r.config.train.max_steps == 2 and r.config.data.synthetic_train == 100 for r in b.runs)
 
 
-def test_run_ids_are_stable_and_depend_on_config_and_seed(tmp_path):
+def test_run_ids_are_stable_and_depend_on_config_and_seed(tmp_path, write_bench):
     bdir = write_bench(tmp_path / "b", "grid", GRID)
     first = [r.run_id for r in load_benchmark("grid", bdir).runs]
     assert first == [r.run_id for r in load_benchmark("grid", bdir).runs]
@@ -92,7 +89,7 @@ def test_run_ids_are_stable_and_depend_on_config_and_seed(tmp_path):
     assert first == [r.run_id for r in load_benchmark("grid", bdir2).runs]
 
 
-def test_bad_benchmarks_give_one_line_errors(tmp_path):
+def test_bad_benchmarks_give_one_line_errors(tmp_path, write_bench):
     bdir = write_bench(tmp_path / "b", "grid", GRID)
     with pytest.raises(BenchmarkError, match="unknown benchmark 'nope'; valid benchmarks: .*grid"):
         load_benchmark("nope", bdir)
@@ -112,7 +109,7 @@ def test_bad_benchmarks_give_one_line_errors(tmp_path):
 
 
 def test_repo_benchmarks_are_found_and_valid():
-    names = B.list_benchmarks()
+    names = G.list_benchmarks()
     assert {"quick", "ptb-skip", "ptb-paper", "yahoo-paper"} <= set(names)
     skip = load_benchmark("ptb-skip")
     assert len(skip.runs) == 2 * 2 * 3 + 1  # decoders x methods x seeds, plus one LSTM-LM
@@ -150,7 +147,7 @@ def test_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path):
     assert json.loads(acquire_lock(tmp_path).read_text())["pid"] != dead.pid
 
 
-def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
+def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch, write_bench):
     """First call is interrupted after training run 1 (Ctrl-C during its evaluation); the second
     resumes it without retraining and does the rest; the third does nothing and says so."""
     bdir = write_bench(tmp_path / "b", "tiny", TINY)
@@ -164,7 +161,7 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
     import textsvae.evaluation
 
     with monkeypatch.context() as m:
-        m.setattr(textsvae.evaluation, "evaluate_run", interrupt)
+        m.setattr(textsvae.evaluation, "evaluate_loaded", interrupt)
         with pytest.raises(KeyboardInterrupt):
             run_benchmark(b, results, jobs=1, threads=1)
     first = results / b.runs[0].run_id
@@ -178,7 +175,10 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
     assert set(df.run_id) == {r.run_id for r in b.runs}
     test_rows = df[(df.split == "test")]
     assert {"iw_nll", "kl", "mi", "au", "ppl", "probe_acc", "probe_mi"} <= set(test_rows.metric)
-    assert (test_rows.iw_samples == 2).all() and (df.status == "finished").all()
+    importance = test_rows[test_rows.metric.isin(["iw_nll", "ppl", "elbo"])]
+    assert (importance.iw_samples == 2).all() and test_rows[test_rows.metric == "kl"].iw_samples.isna().all()
+    mi_rows = test_rows[test_rows.metric == "mi"]
+    assert (mi_rows.mi_n == mi_rows.n_sentences).all() and (df.status == "finished").all()
     stamp = (first / "rows.csv").stat().st_mtime_ns
 
     again = run_benchmark(b, results, jobs=1, threads=1)
@@ -194,7 +194,7 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch):
     assert torch.get_num_threads() == 1  # runs used the threads asked for (conftest's 1)
 
 
-def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch):
+def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch, write_bench):
     from textsvae.train import TrainingDiverged
 
     bdir = write_bench(tmp_path / "b", "tiny", TINY.replace("probe = true", "probe = false"))

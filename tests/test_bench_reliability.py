@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-from test_bench import write_bench
 
-from textsvae.bench import _pid_alive, load_benchmark
+from textsvae.grid import load_benchmark
+from textsvae.locks import _pid_alive
 from textsvae.cli import cli
 from textsvae.io import read_jsonl
 from textsvae.results import load_results, write_rows
@@ -44,7 +44,7 @@ monitor_size = 10
 method = "vae"
 """
 # every metric row a finished run has per split (evaluate_run's numbers, settings left out)
-METRICS = {"iw_nll", "iw_nll_se", "iw_nll_mc_se", "ppl", "ppl_bound", "kl", "mi", "agg_kl", "au", "rec", "elbo"}
+METRICS = {"iw_nll", "iw_nll_se", "iw_nll_mc_se", "ppl", "ppl_bound", "kl", "mi", "mi_se", "agg_kl", "au", "rec", "elbo"}
 SPLITS = ("test", "valid")
 ROW = re.compile(r"\[\d+/\d+\] (\w+)\s.*\[([0-9a-f]{12})\]")
 
@@ -93,7 +93,7 @@ def n_rows(results: Path) -> int:
     return len(load_results(results)) if results.exists() else 0
 
 
-def test_sigkill_between_runs_and_mid_run_resumes_without_duplicate_or_lost_rows(tmp_path):
+def test_sigkill_between_runs_and_mid_run_resumes_without_duplicate_or_lost_rows(tmp_path, write_bench):
     """Kill (a) once the first run's rows are complete, (b) inside a run (log.jsonl and last.pt of
     2-4 epochs, no rows.csv); a third `bench` finishes everything and resumes (b)'s run from last.pt."""
     bdir = write_bench(tmp_path / "b", "rel", REL)
@@ -148,7 +148,7 @@ def test_sigkill_between_runs_and_mid_run_resumes_without_duplicate_or_lost_rows
           f"after {counts['after']} = {len(ids)} runs x {len(SPLITS)} splits x {len(METRICS)} metrics")
 
 
-def test_two_concurrent_benches_train_each_run_once(tmp_path):
+def test_two_concurrent_benches_train_each_run_once(tmp_path, write_bench):
     """Two `bench` processes on one results folder: the per-run lock gives each run to one of them."""
     bdir = write_bench(tmp_path / "b", "rel", REL)
     results = tmp_path / "results"
@@ -208,7 +208,7 @@ def nan_method(tmp_path):
     sys.modules.pop("textsvae_plugin_nan_plugin", None)
 
 
-def test_a_run_with_a_nan_loss_is_marked_failed_and_bench_goes_on(tmp_path, nan_method):
+def test_a_run_with_a_nan_loss_is_marked_failed_and_bench_goes_on(tmp_path, nan_method, write_bench):
     """The middle run's loss is NaN at step 3: bench trains the others, lists the failure last, exits 1,
     and the store holds one 'failed' row for that run, no metric rows. A second bench does not retry it."""
     text = REL.replace("seeds = [0, 1, 2]", "seeds = [0]") + '[[methods]]\nmethod = "nan-at"\nparams = { at = 3 }\n' \
@@ -252,7 +252,7 @@ def test_a_run_with_a_nan_loss_is_marked_failed_and_bench_goes_on(tmp_path, nan_
     assert sorted(p.name for p in table.parent.iterdir()) == ["rel.md"]
 
 
-def test_store_writes_are_atomic(tmp_path, monkeypatch):
+def test_store_writes_are_atomic(tmp_path, monkeypatch, write_bench):
     """A crash inside the rename of rows.csv, bench.json or a table leaves the previous complete files
     and no temporaries."""
     import textsvae.io
@@ -286,7 +286,7 @@ def test_stale_lock_takeover_never_removes_a_live_lock(tmp_path):
     """Process B saw a dead holder's lock, but A replaced it with its own live lock before B acted:
     B's takeover must put A's lock back. An empty lock (its creator died before writing it) is stale
     once older than STALE_EMPTY_LOCK_S, and busy before."""
-    from textsvae.bench import STALE_EMPTY_LOCK_S, LockBusy, _remove_stale_lock, acquire_lock
+    from textsvae.locks import STALE_EMPTY_LOCK_S, LockBusy, _remove_stale_lock, acquire_lock
 
     lock = tmp_path / ".lock"
     seen = b'{"host": "h", "pid": 999999999}'
@@ -311,7 +311,7 @@ def test_a_process_killed_while_locking_leaves_no_lock_behind(tmp_path, monkeypa
     under another name and linked into place whole."""
     from pathlib import Path as PathType
 
-    from textsvae.bench import acquire_lock
+    from textsvae.locks import acquire_lock
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -326,7 +326,7 @@ def test_a_process_killed_while_locking_leaves_no_lock_behind(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]        # no draft left either
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path):
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, write_bench):
     """Killed between config.json and vocab.json (or anywhere before the first last.pt): nothing to
     resume, so the run starts from scratch instead of failing on the missing vocabulary."""
     from textsvae.bench import run_benchmark

@@ -119,7 +119,7 @@ CASES = [
     Case("unknown eval precision", ["train", "--set", "eval_precision=fp8", *TINY],
          "eval_precision must be one of fp32, bf16, fp16, got 'fp8'"),
     Case("eval workers = 0", ["train", *TINY, "--set", "workers=0"], "workers must be >= 1, got 0"),
-    Case("eval --workers 0", ["eval", "{tmp}/run", "--workers", "0"], "--workers must be >= 1, got 0"),
+    Case("eval --workers 0", ["eval", "{tmp}/run", "--workers", "0"], "workers must be >= 1, got 0"),
     Case("eval plugin file missing", ["eval", "{tmp}/run", "--plugin", "{tmp}/none.py"],
          "plugin file not found: {tmp}/none.py"),
     Case("max_len = 0", ["train", "--set", "max_len=0", *TINY], "max_len must be >= 1, got 0"),

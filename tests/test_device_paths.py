@@ -87,7 +87,7 @@ def test_training_steps_make_no_host_sync(name, decoder, device, tiny_corpus, tm
     def reached_validation(split):
         raise ReachedValidation(split)
 
-    monkeypatch.setattr(trainer, "validate", reached_validation)
+    monkeypatch.setattr(trainer, "run_validation", reached_validation)
     with pytest.raises(ReachedValidation), no_host_sync(device):
         trainer._run_epoch({"flag": False})
     assert trainer.state.step == 2 and checks == [2]          # the loop's one deliberate read, after step 2
@@ -147,8 +147,8 @@ SENTENCES = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17, 18, 19], [20, 2
 @CUDA
 @pytest.mark.parametrize("decoder", ["standard", "skip"])
 def test_log_likelihood_and_its_gradients_on_the_gpu_equal_the_cpu(decoder):
-    """cuDNN's LSTMs (IEEE fp32, see train.exact_fp32_lstms) and the row-max softmax against the CPU's paths."""
-    from textsvae.train import resolve_device
+    """cuDNN's LSTMs (IEEE fp32, see device.exact_fp32_lstms) and the row-max softmax against the CPU's paths."""
+    from textsvae.device import resolve_device
 
     device = resolve_device("cuda")
     values, grads = {}, {}
@@ -171,7 +171,7 @@ def test_iw_nll_on_the_gpu_equals_the_cpu(decoder):
     """The same per-sentence draws (CPU generators keyed by sentence) give the same IW-NLL on both devices."""
     from textsvae.config import EvalConfig
     from textsvae.evaluation import score_sentences
-    from textsvae.train import resolve_device
+    from textsvae.device import resolve_device
 
     device = resolve_device("cuda")
     cfg = EvalConfig(iw_samples=20)
@@ -195,7 +195,7 @@ def test_bf16_autocast_on_the_gpu_stays_near_fp32():
 
 def test_choosing_cuda_makes_cudnn_lstms_compute_in_ieee_fp32_not_tf32(monkeypatch):
     """torch lets cuDNN's fp32 LSTMs use TF32 by default; the suite's fp32 is fp32 on every device."""
-    from textsvae.train import resolve_device
+    from textsvae.device import resolve_device
 
     rnn = torch.backends.cudnn.rnn
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

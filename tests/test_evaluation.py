@@ -249,12 +249,12 @@ def test_validation_mi_and_au_use_the_same_functions(ptb_run):
     from dataclasses import replace
 
     from textsvae.evaluation import load_model, split_sentences
-    from textsvae.validation import validate
+    from textsvae.validation import validation_metrics
 
     model, method, config, vocab, dev = load_model(ptb_run, "cpu")
     valid = split_sentences(config, vocab, "valid")
     monitor = config.train.monitor_size
-    val = validate(model, method, valid, config, dev)
+    val = validation_metrics(model, method, valid, config, dev)
     ev = evaluate_model(model, method, valid[:monitor], replace(config.eval, mi_samples=1), dev, iw_samples=1)
     assert val["au"] == ev["au"] and val["monitor_size"] == ev["mi_n"] == monitor
     assert val["mi"] == pytest.approx(ev["mi"], abs=1e-6)

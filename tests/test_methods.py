@@ -1,6 +1,7 @@
 """Methods: one conformance test over the whole registry, then each method's own behaviour."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -16,6 +17,7 @@ from textsvae.config import ConfigError, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
 from textsvae.data.vocab import BOS_ID, PAD_ID, UNK_ID
 from textsvae.methods import REGISTRY, Method, MethodError, build_method, load_plugin, method_names, register
+from textsvae.methods import context
 from textsvae.methods.aggressive import Aggressive, AggressiveParams
 from textsvae.methods.bn_vae import BNVAE, BNVAEParams
 from textsvae.methods.free_bits import free_bits_kl
@@ -76,6 +78,54 @@ def check_conformance(name: str, decoder: str, corpus: Path, run: Path, extra: t
 @pytest.mark.parametrize("name", method_names())
 def test_every_method_trains_with_every_decoder(name, decoder, tiny_corpus, tmp_path):
     check_conformance(name, decoder, tiny_corpus, tmp_path / "run")
+
+
+def contract_names(protocol: type) -> set[str]:
+    """The attributes and calls a context protocol lists (its class and its bases')."""
+    names: set[str] = set()
+    for cls in protocol.__mro__:
+        if cls.__module__ == context.__name__:
+            names |= set(getattr(cls, "__annotations__", {}))
+            names |= {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+    return names
+
+
+class Guard:
+    """Lets a method reach only the names of its contract: anything else is an AttributeError."""
+
+    def __init__(self, inner, allowed: set[str]):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_allowed", allowed)
+
+    def __getattr__(self, name):
+        if name not in self._allowed:
+            raise AttributeError(f"'{name}' is not in the method contract (methods/context.py)")
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name, value):
+        if name not in self._allowed:
+            raise AttributeError(f"'{name}' is not in the method contract (methods/context.py)")
+        setattr(self._inner, name, value)
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_keeps_to_the_written_contract(name, tiny_corpus, tmp_path):
+    """setup sees only SetupContext; train_step and end_epoch only TrainingContext, through a phase switch."""
+    params = {"pretrain-fb": {"pretrain_epochs": "1"}}.get(name, {})
+    trainer = make_trainer(tmp_path, tiny_corpus, build_method(name, params), epochs=3)
+    method = build_method(name, params)
+    setup_view = Guard(trainer, contract_names(context.SetupContext))
+    method.setup(setup_view)
+    assert contract_names(context.SetupContext) == {"model", "config", "device", "steps_per_epoch"}
+    view = Guard(trainer, contract_names(context.TrainingContext))
+    batches = itertools.cycle(list(trainer.train_batches(0)))
+    for step in range(2):
+        out = method.train_step(view, next(batches), method.beta(step, 0, trainer.steps_per_epoch))
+        assert torch.isfinite(out.loss)
+    trainer.state.epoch = 1
+    method.end_epoch(view, {"loss": 1.0, "mi": 0.5})
+    out = method.train_step(view, next(batches), 1.0)
+    assert torch.isfinite(out.loss)
 
 
 def test_combined_method_through_the_cli(tiny_corpus, tmp_path):

@@ -1,4 +1,4 @@
-"""Metrics against closed-form answers (PROTOCOL.md section 4); the maths is in each docstring."""
+"""Metrics against closed-form answers (docs/protocol.md section 4); the maths is in each docstring."""
 from __future__ import annotations
 
 import math

@@ -1,9 +1,10 @@
-"""The LSTM VAE: skip wiring, padding invariance, shapes (PROTOCOL.md section 1)."""
+"""The LSTM VAE: skip wiring, padding invariance, shapes (docs/protocol.md section 1)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from textsvae.fast_paths import fast_paths
 from textsvae.config import ModelConfig
 from textsvae.data import make_batch
 from textsvae.models import TextVAE
@@ -168,8 +169,8 @@ def test_first_layer_over_samples_equals_the_lstm_over_the_repeated_input(monkey
     with torch.no_grad():
         fast = model.log_px_given_z(batch, z)
         assert runs == [1]
-        monkeypatch.setattr(sample_lstm, "ENABLED", False)
-        plain = model.log_px_given_z(batch, z)
+        with fast_paths(sample_lstm=False):
+            plain = model.log_px_given_z(batch, z)
     assert runs == [1]
     tolerance = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(fast, plain, rtol=0, atol=tolerance)
@@ -189,8 +190,8 @@ def test_skip_decoder_fp32_gradients_equal_the_plain_output_layer():
     for fused in (True, False):
         m.zero_grad()
         z.grad = None
-        m.decoder.fused_loss = fused
-        log_p = m.log_px_given_z(batch, z)
+        with fast_paths(fused_output=fused):
+            log_p = m.log_px_given_z(batch, z)
         log_p.sum().backward()
         results.append([log_p.detach(), z.grad.clone()] + [p.grad.clone() for p in m.decoder.parameters()])
     for fused, plain in zip(*results):

@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from textsvae.fast_paths import fast_paths
 from textsvae import optim
 from textsvae.config import ModelConfig
 from textsvae.data.batching import make_batch
@@ -76,5 +77,5 @@ def test_embeddings_take_sparse_gradients_only_under_plain_sgd(optimizer, moment
     model, _ = _model_and_batch()
     assert sparse_embeddings(model, optimizer, momentum) is sparse
     assert model.encoder.embed.sparse is sparse and model.decoder.embed.sparse is sparse
-    monkeypatch.setattr(optim, "SPARSE_EMBEDDINGS", False)
-    assert not sparse_embeddings(model, optimizer, momentum) and not model.decoder.embed.sparse
+    with fast_paths(sparse_embeddings=False):
+        assert not sparse_embeddings(model, optimizer, momentum) and not model.decoder.embed.sparse

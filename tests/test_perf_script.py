@@ -1,7 +1,9 @@
-"""benchmarks/perf.py (issue 6): its cases' rows, their table, and one-line errors for bad options.
+"""benchmarks/perf/perf.py (issue 6): its cases' rows, their table, and one-line errors for bad options.
 
 Everything runs perf.py's main() in this process: a case on the tiny corpus through `--case` (how
 perf.py runs each case in its own child), and the bad options, which stop it before any child starts.
+perf.py imports its sibling timing.py, so the fixture puts benchmarks/perf/ on sys.path while it loads
+perf.py, as running it as a script does.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import torch
 
 from textsvae.evaluation import evaluate_model
 
-PERF = Path(__file__).resolve().parents[1] / "benchmarks" / "perf.py"
+PERF = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "perf.py"
 FAST = ["--preset", "tiny", "--threads", "1", "--precisions", "fp32", "--warmup", "1", "--k", "5",
         "--probe-seconds", "0.05", "--slice-probe-seconds", "0.01", "--probe-sizes", "64"]
 
@@ -25,7 +27,12 @@ FAST = ["--preset", "tiny", "--threads", "1", "--precisions", "fp32", "--warmup"
 def perf():
     spec = importlib.util.spec_from_file_location("perf", PERF)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(PERF.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(PERF.parent))
+        sys.modules.pop("timing", None)    # perf.py holds what it imported; the name stays free for others
     return module
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.bench import Benchmark, RunSpec
+from textsvae.grid import RunSpec
 from textsvae.cli import cli
 from textsvae.config import ConfigError, preset_config
 from textsvae.probe import fit_probe
@@ -40,7 +40,7 @@ def hand_rows(values: dict[tuple[str, str], list[float]], metric_names=("iw_nll"
 def test_store_round_trip(tmp_path):
     summary = {"epochs": 3, "steps": 30, "train_seconds": 4.0, "device": "cpu", "last": {"tokens_per_s": 1000.0}}
     evals = {"test": {"iw_nll": 50.5, "kl": 1.25, "mi": 0.5, "au": 2, "ppl": 90.0, "iw_samples": 50, "mi_n": 400,
-                      "au_threshold": 0.01, "n_sentences": 400, "au_variances": [0.1, 0.0], "split": "test",
+                      "au_threshold": 0.01, "n_sentences": 400, "mi_samples": 64, "au_variances": [0.1, 0.0], "split": "test",
                       "run_dir": "x", "probe_acc": 0.75},
              "valid": {"iw_nll": 51.0, "kl": None, "iw_samples": 50, "n_sentences": 40}}
     (tmp_path / "r1").mkdir()
@@ -52,8 +52,9 @@ def test_store_round_trip(tmp_path):
     assert sorted(ok.index) == sorted([("test", m) for m in ("iw_nll", "kl", "mi", "au", "ppl", "probe_acc")]
                                       + [("valid", "iw_nll")])
     assert ok.loc[("test", "kl"), "value"] == 1.25 and ok.loc[("test", "au"), "value"] == 2
-    row = ok.loc[("test", "mi")]
-    assert (row.iw_samples, row.mi_n, row.au_threshold, row.epochs, row.steps) == (50, 400, 0.01, 3, 30)
+    row = ok.loc[("test", "mi")]                      # each row holds the settings its metric depends on
+    assert (row.mi_n, row.mi_samples, row.epochs, row.steps) == (400, 64, 3, 30) and math.isnan(row.iw_samples)
+    assert ok.loc[("test", "iw_nll"), "iw_samples"] == 50 and ok.loc[("test", "au"), "au_threshold"] == 0.01
     assert (row.wall_seconds, row.tokens_per_s, row.device, row.git_commit) == (5.5, 1000.0, "cpu", "abc123")
     assert ok.loc[("valid", "iw_nll"), "n_sentences"] == 40
     bad = df[df.run_id == "r2"]
@@ -83,16 +84,15 @@ def test_aggregate_mean_std_n_and_best_cells():
     assert aggregate(extra, ["iw_nll"]).set_index(["label", "decoder"]).loc[("vae", "skip"), "n"] == 2
 
 
-def _bench(runs: list[RunSpec], metrics=("iw_nll", "mi"), reported=()) -> Benchmark:
-    return Benchmark(name="hand", path=Path("hand.toml"), description="", runs=runs, metrics=tuple(metrics),
-                     reported=tuple(reported))
+def table_of(df, runs: list[RunSpec], metrics=("iw_nll", "mi"), reported=()):
+    return build_table(df, runs, metrics, reported)
 
 
 def test_rendered_tables_mark_the_best_cell():
     df = hand_rows({("vae", "standard"): [(10.0, 0.1), (12.0, 0.3), (14.0, 0.2)],
                     ("vae", "skip"): [(11.0, 1.0), (11.0, 2.0)]})
     runs = [spec(f"vae-{d}-{s}", decoder=d, seed=s) for d in ("standard", "skip") for s in range(3)]
-    table = build_table(df, _bench(runs))
+    table = table_of(df, runs)
     md = render(table, "md")
     assert "| Method | Decoder | n | NLL | MI |" in md
     assert "| vae | standard | 3 | 12.00 ± 2.00 | 0.20 ± 0.10 |" in md
@@ -111,11 +111,11 @@ def test_reported_rows_only_where_the_protocol_matches():
     df = hand_rows({("vae", "standard"): [(330.0, 0.5)]})
     df["dataset"] = "yahoo"
     runs = [spec("vae-standard-0", dataset="yahoo")]
-    md = render(build_table(df, _bench(runs, reported=["he2019-yahoo"])), "md")
+    md = render(table_of(df, runs, reported=["he2019-yahoo"]), "md")
     assert "| vae (reported: He et al. 2019) | standard | - | 328.80 | 0.00 |" in md
     assert "| LSTM-LM (exact NLL) (reported: He et al. 2019) | lm | - | 328.10 | - |" in md
     assert md.count("**") == 0  # one suite row: nothing to compare; reported rows never take part
-    assert "reported" not in render(build_table(df, _bench(runs)), "md").split("\n\n")[0]
+    assert "reported" not in render(table_of(df, runs), "md").split("\n\n")[0]
 
 
 def test_probe_recovers_a_planted_label():

@@ -16,6 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from textsvae import device as D
 from textsvae import io as tio
 from textsvae import train as T
 from textsvae.cli import cli
@@ -391,8 +392,8 @@ def test_bf16_on_a_cpu_without_avx512_is_warned_about(capability, precision, war
     from textsvae.train import Trainer
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    monkeypatch.setattr(T, "cpu_lstm_runs_in", lambda precision: True)  # whatever this machine's LSTM runs
-    with caplog.at_level("WARNING", logger="textsvae.train"):
+    monkeypatch.setattr(D, "cpu_lstm_runs_in", lambda precision: True)  # whatever this machine's LSTM runs
+    with caplog.at_level("WARNING", logger="textsvae.device"):
         Trainer(tiny(precision=precision), "/nonexistent-run")
     assert ("bf16 matmuls are emulated" in caplog.text) == warned
 
@@ -406,27 +407,27 @@ def test_the_lstm_probe_says_what_a_model_does_in_bf16_on_this_cpu():
     model = TextVAE(30, ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=4))
     model.set_precision("bf16")
     batch = make_batch([[5, 6, 7], [8, 9]], [0, 1])
-    T.cpu_lstm_runs_in.cache_clear()
-    if T.cpu_lstm_runs_in("bf16"):
+    D.cpu_lstm_runs_in.cache_clear()
+    if D.cpu_lstm_runs_in("bf16"):
         assert model.log_px_given_z(batch, torch.zeros(2, 4)).dtype == torch.float32
     else:
         with pytest.raises(RuntimeError):
             model.log_px_given_z(batch, torch.zeros(2, 4))
-    assert T.cpu_lstm_runs_in("fp32")
+    assert D.cpu_lstm_runs_in("fp32")
 
 
 def test_the_lstm_probe_draws_nothing_from_the_global_generator():
     torch.manual_seed(3)
     expected = torch.rand(4)
     torch.manual_seed(3)
-    T.cpu_lstm_runs_in.cache_clear()
-    T.cpu_lstm_runs_in("bf16")
+    D.cpu_lstm_runs_in.cache_clear()
+    D.cpu_lstm_runs_in("bf16")
     assert torch.equal(torch.rand(4), expected)
 
 
 @pytest.mark.parametrize("field", ["precision", "eval_precision"])
 def test_a_precision_this_cpus_lstm_cannot_run_is_one_line_before_any_work(field, tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
+    monkeypatch.setattr(D, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     out = CliRunner().invoke(cli, ["train", "--set", f"{field}=bf16", "--set", "synthetic_train=200", "--epochs", "1",
                                    "--set", "threads=1", "-o", str(tmp_path / "run")])
@@ -445,7 +446,7 @@ def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp
     config = json.loads((run / "config.json").read_text())
     config["eval"]["eval_precision"] = "bf16"
     (run / "config.json").write_text(json.dumps(config))
-    monkeypatch.setattr(T, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
+    monkeypatch.setattr(D, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
     with caplog.at_level("WARNING", logger="textsvae.evaluation"):
         _, _, loaded, _, _ = load_model(run, "cpu")
     assert loaded.eval.eval_precision == "fp32"

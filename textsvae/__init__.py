@@ -1,5 +1,5 @@
 """textsvae: a benchmark suite for variational autoencoders of text with LSTM decoders."""
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["__version__", "load_run"]
 

@@ -17,7 +17,7 @@ import torch
 
 from .config import RunConfig
 from .data.batching import bucket_batches, make_batch
-from .evaluation import evaluate_loaded, load_model, posterior
+from .evaluation import encode_ids, evaluate_loaded, load_model
 
 
 @dataclass
@@ -43,15 +43,7 @@ class Run:
 
     def encode(self, sentences: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, logvar), each (N, latent_dim), of q(z|x) for the sentences in the order given."""
-        if self.model.is_lm:
-            raise RuntimeError("an LSTM language model (decoder 'lm') has no encoder")
-        ids = self.tokenize(sentences)
-        mu = torch.zeros(len(ids), self.model.latent_dim, device=self.device)
-        logvar = torch.zeros_like(mu)
-        for batch in self._batches(ids):
-            m, lv = posterior(self.model, self.method, batch, self.config.eval.eval_seed)
-            mu[batch.index], logvar[batch.index] = m, lv
-        return mu, logvar
+        return encode_ids(self.model, self.method, self.tokenize(sentences), self.config.eval, self.device)
 
     def log_px_given_z(self, sentences: list[str], z: torch.Tensor | None) -> torch.Tensor:
         """log p(x|z) in nats with end-of-sentence counted: z (N, D) -> (N,), (N, S, D) -> (N, S); None for an LM."""

@@ -1,209 +1,25 @@
-"""Benchmarks as data: a TOML (or JSON) file per table, expanded into a grid of runs and executed.
-
-A benchmark file states datasets x decoders x methods x parameters x seeds, the training
-budget and the evaluation settings (`[settings]`: any RunConfig field). A run's id is a hash
-of its full config (seed included), so `bench` runs only what is missing, resumes half-done
-runs and can share a results folder between benchmarks and processes.
+"""Running a benchmark grid: each missing run trained (or resumed), evaluated and written as rows, under its lock.
 
 Results folder: one folder per run id holding the run (config.json, log.jsonl, last.pt, ...),
 plus `bench.json` (status) and `rows.csv` (its tidy rows; see results.py), and a `.lock`.
 """
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, apply_overrides, preset_config
+from .config import apply_overrides
+from .grid import Benchmark, RunSpec, run_id
 from .io import remove_partial_writes
+from .locks import LockBusy, acquire_lock
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RESULTS = Path("runs") / "bench"
-# execution-only fields: they change how a run is executed, not what it computes
-EXECUTION_FIELDS = {"train": ("threads", "progress", "device"), "data": ("data_dir",), "eval": ("workers",)}
-DEFAULT_METRICS = ("iw_nll", "kl", "mi", "au", "ppl")
-
-
-class BenchmarkError(ConfigError):
-    """A missing or malformed benchmark file (one line for the user)."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One cell of a benchmark grid: everything a worker needs to produce the run's rows."""
-
-    run_id: str
-    benchmark: str
-    dataset: str                  # the table's dataset label
-    decoder: str
-    method: str
-    label: str                    # the table's method label, e.g. "free-bits (target_kl=8)"
-    params: dict[str, Any]        # the method parameters that the grid varies
-    seed: int
-    config: RunConfig
-    eval_splits: tuple[str, ...] = ("test",)
-    probe: bool = False
-
-
-@dataclass
-class Benchmark:
-    name: str
-    path: Path
-    description: str
-    runs: list[RunSpec]
-    metrics: tuple[str, ...] = DEFAULT_METRICS
-    reported: tuple[str, ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-# -- discovery ---------------------------------------------------------------------------------------
-def benchmark_dirs(extra: str | Path | None = None) -> list[Path]:
-    """Where benchmark files are looked up: --benchmarks-dir, $TEXTSVAE_BENCHMARKS, ./benchmarks, the repo's."""
-    dirs = [Path(extra)] if extra else []
-    if os.environ.get("TEXTSVAE_BENCHMARKS"):
-        dirs.append(Path(os.environ["TEXTSVAE_BENCHMARKS"]))
-    dirs += [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[1] / "benchmarks"]
-    seen, out = set(), []
-    for d in dirs:
-        key = d.resolve() if d.exists() else d
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return out
-
-
-def list_benchmarks(extra: str | Path | None = None) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in benchmark_dirs(extra):
-        if d.is_dir():
-            for p in sorted(d.iterdir()):
-                if p.suffix in (".toml", ".json") and p.stem not in found:
-                    found[p.stem] = p
-    return found
-
-
-def find_benchmark(name: str, extra: str | Path | None = None) -> Path:
-    """A benchmark by name, or a path to a .toml/.json file."""
-    if name.endswith((".toml", ".json")):
-        if not Path(name).is_file():
-            raise BenchmarkError(f"benchmark file not found: {name}")
-        return Path(name)
-    found = list_benchmarks(extra)
-    if name not in found:
-        valid = ", ".join(found) or "(none found)"
-        raise BenchmarkError(f"unknown benchmark '{name}'; valid benchmarks: {valid}")
-    return found[name]
-
-
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        if path.suffix == ".json":
-            return json.loads(path.read_text(encoding="utf-8"))
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as exc:
-        raise BenchmarkError(f"cannot read benchmark {path}: {str(exc).splitlines()[0]}") from None
-
-
-# -- the grid ----------------------------------------------------------------------------------------
-def run_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config (seed included), execution-only fields left out."""
-    d = config.to_dict()
-    for section, names in EXECUTION_FIELDS.items():
-        for name in names:
-            d[section].pop(name, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _grid(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """{a: [1, 2], b: 3} -> [{a: 1, b: 3}, {a: 2, b: 3}]."""
-    keys = list(params)
-    values = [v if isinstance(v, list) else [v] for v in params.values()]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
-
-
-def _label(method: str, params: dict[str, Any], label: str | None) -> str:
-    if label:
-        return label
-    if not params:
-        return method
-    return f"{method} ({', '.join(f'{k}={v}' for k, v in params.items())})"
-
-
-_KNOWN_KEYS = {"description", "preset", "seeds", "decoders", "eval_splits", "probe", "metrics", "reported",
-               "settings", "datasets", "methods"}
-
-
-def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
-    """Read a benchmark file and expand its grid into RunSpecs (checking every config now)."""
-    path = find_benchmark(name, extra)
-    raw = _read_file(path)
-    unknown = set(raw) - _KNOWN_KEYS
-    if unknown:
-        raise BenchmarkError(f"{path.name}: unknown key(s) {sorted(unknown)}; valid keys: {sorted(_KNOWN_KEYS)}")
-    bench_name = path.stem
-    seeds = raw.get("seeds", [0])
-    datasets = raw.get("datasets") or [{"name": "synthetic", "data": "synthetic"}]
-    methods = raw.get("methods") or [{"method": "vae"}]
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise BenchmarkError(f"{path.name}: seeds must be a list of integers")
-    runs: list[RunSpec] = []
-    ids: set[str] = set()
-    for ds in datasets:
-        ds = dict(ds)
-        ds_name = ds.pop("name", None) or ds.get("data", "synthetic")
-        preset = ds.pop("preset", raw.get("preset", "tiny"))
-        base = _apply(preset_config(preset), {**raw.get("settings", {}), **ds}, path)
-        for m in methods:
-            m = dict(m)
-            if "method" not in m:
-                raise BenchmarkError(f"{path.name}: every [[methods]] entry needs a 'method'")
-            decoders = m.get("decoders", raw.get("decoders", ["standard"]))
-            m_seeds = m.get("seeds", seeds)
-            for params, decoder, seed in itertools.product(_grid(m.get("params", {})), decoders, m_seeds):
-                config = _config_for(base, decoder, m, params, seed, path)
-                spec = RunSpec(run_id=run_id(config), benchmark=bench_name, dataset=ds_name, decoder=decoder,
-                               method=m["method"], label=_label(m["method"], params, m.get("label")),
-                               params=params, seed=seed, config=config,
-                               eval_splits=tuple(raw.get("eval_splits", ["test"])),
-                               probe=bool(raw.get("probe", False)))
-                if spec.run_id not in ids:  # the same config listed twice runs once
-                    ids.add(spec.run_id)
-                    runs.append(spec)
-    return Benchmark(name=bench_name, path=path, description=raw.get("description", ""), runs=runs,
-                     metrics=tuple(raw.get("metrics", DEFAULT_METRICS)), reported=tuple(raw.get("reported", [])),
-                     raw=raw)
-
-
-def _apply(config: RunConfig, overrides: dict[str, Any], path: Path) -> RunConfig:
-    try:
-        return apply_overrides(config, overrides)
-    except ConfigError as exc:
-        raise BenchmarkError(f"{path.name}: {exc}") from None
-
-
-def _config_for(base: RunConfig, decoder: str, entry: dict[str, Any], params: dict[str, Any], seed: int,
-                path: Path) -> RunConfig:
-    from .methods import build_method
-
-    config = _apply(base, {**entry.get("settings", {}), "decoder": decoder, "method": entry["method"],
-                           "seed": seed}, path)
-    try:
-        built = build_method(entry["method"], params)  # full parameters, defaults included: a stable hash
-    except ConfigError as exc:
-        raise BenchmarkError(f"{path.name}: {exc}") from None
-    return _apply(config, {"method_params": built.param_values()}, path)  # 'part.key' for a+b
 
 
 # -- running ---------------------------------------------------------------------------------------
@@ -224,87 +40,6 @@ class RunOutcome:
     status: str          # finished | failed | busy (locked by another process) | done (already finished)
     message: str = ""
     seconds: float = 0.0
-
-
-class LockBusy(RuntimeError):
-    pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-STALE_EMPTY_LOCK_S = 30.0  # an empty lock this old (made by an older version whose holder died before writing it)
-
-
-def _remove_stale_lock(path: Path, seen: bytes) -> bool:
-    """Remove path if it still holds exactly `seen` (the dead holder's lock), by renaming it aside first.
-
-    Unlinking by name could remove a live lock that another process made after `seen` was read; a
-    rename moves one file atomically, and a lock that turns out not to be `seen` is put back.
-    """
-    aside = path.with_name(f".lock.stale.{os.getpid()}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return True  # someone else removed it: try to create ours
-    if aside.read_bytes() == seen:
-        aside.unlink(missing_ok=True)
-        return True
-    try:  # a live lock: restore it (unless yet another process has locked meanwhile)
-        os.link(aside, path)
-    except OSError as exc:
-        log.warning("could not restore the lock %s (%s)", path, exc)
-    aside.unlink(missing_ok=True)
-    return False
-
-
-def _create_lock(path: Path, content: str) -> None:
-    """Make path with its content in one step: written under another name, then hard-linked, which fails
-    with FileExistsError if path exists. A process killed meanwhile leaves no empty lock behind (one
-    made by O_CREAT before its write would hold the run until STALE_EMPTY_LOCK_S had passed)."""
-    draft = path.with_name(f".lock.new.{os.getpid()}")
-    draft.write_text(content)
-    try:
-        os.link(draft, path)
-    finally:
-        draft.unlink(missing_ok=True)
-
-
-def acquire_lock(folder: Path) -> Path:
-    """Create folder/.lock atomically with its holder; a lock left by a dead process on this host is taken over."""
-    path = folder / ".lock"
-    host = socket.gethostname()
-    holder = json.dumps({"pid": os.getpid(), "host": host, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    for _ in range(3):
-        try:
-            _create_lock(path, holder)
-        except FileExistsError:
-            try:
-                seen = path.read_bytes()
-                age = time.time() - path.stat().st_mtime
-            except FileNotFoundError:
-                continue  # released meanwhile
-            try:
-                info = json.loads(seen or b"{}")
-            except ValueError:
-                info = {}
-            info = info if isinstance(info, dict) else {}
-            dead = info.get("host") == host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])
-            if dead or (not seen and age > STALE_EMPTY_LOCK_S):
-                log.warning("removing a stale lock of dead process %s: %s", info.get("pid", "?"), path)
-                if _remove_stale_lock(path, seen):
-                    continue
-            raise LockBusy(f"run {folder.name} is held by process {info.get('pid')} on {info.get('host')} "
-                           f"(delete {path} if that process is gone)") from None
-        return path
-    raise LockBusy(f"could not lock {path}")
 
 
 def run_status(folder: Path) -> str:
@@ -348,7 +83,8 @@ def execute_run(task: RunTask) -> RunOutcome:
 
 
 def _train(folder: Path, spec: RunSpec, threads: int, fresh: bool) -> dict[str, Any]:
-    from .train import RunError, read_run_config, resume_run, train_run
+    from .rundir import RunError, read_run_config
+    from .train import resume_run, train_run
 
     config = apply_overrides(spec.config, {"threads": threads, "progress": False})
     # no last.pt: killed before its first checkpoint (maybe between config.json and vocab.json), nothing to resume
@@ -366,13 +102,18 @@ def _train(folder: Path, spec: RunSpec, threads: int, fresh: bool) -> dict[str, 
 
 def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], float]:
     """{split: evaluate_run metrics}, plus {'probe': ...} on test where the corpus has labels."""
-    from .evaluation import evaluate_run
-    from .probe import probe_run
+    from .data.corpus import load_corpus
+    from .evaluation import evaluate_loaded, load_model
+    from .probe import PROBE_SPLITS, probe_loaded
 
     start = time.perf_counter()
-    evals = {split: evaluate_run(folder, split=split) for split in spec.eval_splits}
+    model, method, config, vocab, device = load_model(folder)   # once for every split and the probe
+    needed = tuple(dict.fromkeys(spec.eval_splits + (PROBE_SPLITS if spec.probe and not model.is_lm else ())))
+    corpus = load_corpus(config.data, vocab=vocab, needed=needed, seed=config.train.seed)
+    evals = {split: evaluate_loaded(model, method, config, vocab, device, folder, split, corpus=corpus)
+             for split in spec.eval_splits}
     if spec.probe:
-        probe = probe_run(folder, seed=spec.config.eval.eval_seed)
+        probe = probe_loaded(model, method, config, corpus, device, seed=spec.config.eval.eval_seed)
         if probe is not None:
             evals.setdefault("test", {}).update(probe)
     return evals, time.perf_counter() - start
@@ -394,7 +135,7 @@ def provenance() -> dict[str, Any]:
     import platform
     import subprocess
 
-    from . import __version__
+    from .version import __version__
 
     repo = Path(__file__).resolve().parents[1]
     commit = ""

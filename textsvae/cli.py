@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from .config import ConfigError, RunConfig, apply_overrides, preset_config
+from .decoders import decoder_names
 
 
 class UserError(click.ClickException):
@@ -22,11 +23,13 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         from .data.corpus import CorpusError
-        from .train import RunError, TrainingDiverged
+        from .device import DeviceError
+        from .rundir import RunError
+        from .train import TrainingDiverged
 
         try:
             return super().invoke(ctx)
-        except (ConfigError, CorpusError, RunError) as exc:
+        except (ConfigError, CorpusError, RunError, DeviceError) as exc:
             raise UserError(_one_line(str(exc))) from None
         except TrainingDiverged as exc:
             click.echo(f"Error: {_one_line(str(exc))}", err=True)
@@ -68,7 +71,7 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @click.option("--data", default=None, help="Corpus: a folder, 'synthetic' (built in), ptb|yahoo|yelp, or hf:NAME.")
 @click.option("--data-dir", default=None, help="Folder of named corpora (default $TEXTSVAE_DATA or a user cache).")
-@click.option("--decoder", type=click.Choice(["standard", "skip", "lm"]), default=None,
+@click.option("--decoder", type=click.Choice(decoder_names()), default=None,
               help="standard LSTM-VAE, skip (Skip-VAE), or lm (no z).")
 @click.option("--preset", default="tiny", show_default=True, help="Sizes and optimiser: tiny, ptb or yahoo.")
 @click.option("--method", default=None, help="Collapse-avoidance method (see `textsvae methods`).")
@@ -212,8 +215,6 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, plu
         torch.set_num_threads(threads)
     if mi_batch is not None and mi_batch < 2:
         raise UserError(f"--mi-batch must be >= 2, got {mi_batch}")
-    if workers is not None and workers < 1:
-        raise UserError(f"--workers must be >= 1, got {workers}")
     result = evaluate_run(run_dir, split=split, iw_samples=iw_samples, device=device, mi_batch=mi_batch or False,
                           workers=workers)
     click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_metrics(result))
@@ -237,7 +238,8 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, dry_ru
 
     Without NAME, list the benchmarks found.
     """
-    from .bench import DEFAULT_RESULTS, list_benchmarks, load_benchmark, run_benchmark, run_status
+    from .bench import DEFAULT_RESULTS, run_benchmark, run_status
+    from .grid import list_benchmarks, load_benchmark
     from .results import build_table, load_results, render
 
     if not name:
@@ -264,7 +266,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, dry_ru
                    f"{report.jobs} job(s); {report.already_done} were done before; {len(report.failed)} failed; "
                    f"{len(report.busy)} held by another process")
     click.echo("")
-    click.echo(render(build_table(load_results(results), spec), "md"))
+    click.echo(render(build_table(load_results(results), spec.runs, spec.metrics, spec.reported), "md"))
     for run, message in report.busy:
         click.echo(f"busy: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}", err=True)
     for run, message in report.failed:
@@ -281,11 +283,11 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, dry_ru
 def results(results_dir, split):
     """Load the results store (tidy rows) and print a summary."""
     from .bench import DEFAULT_RESULTS
-    from .results import load_results, summarize
+    from .results import load_results, summary_text
 
     df = load_results(results_dir or DEFAULT_RESULTS)
     click.echo(f"{len(df)} rows, {df.run_id.nunique()} runs in {results_dir or DEFAULT_RESULTS}")
-    click.echo(summarize(df, split))
+    click.echo(summary_text(df, split))
 
 
 @cli.command()
@@ -302,7 +304,8 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out):
     """Paper-style table of benchmark NAME: mean +- std over seeds, best cell marked, reported rows."""
     import shlex
 
-    from .bench import DEFAULT_RESULTS, load_benchmark
+    from .bench import DEFAULT_RESULTS
+    from .grid import load_benchmark
     from .io import atomic_write_text
     from .results import build_table, load_results, provenance_lines, render
 
@@ -317,8 +320,8 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out):
         header = [f"{spec.name}: {spec.description}".rstrip(": "),
                   f"Regenerate: `textsvae bench {shlex.quote(name)}{where} && textsvae table {shlex.quote(name)}"
                   f"{where} --format {fmt}{split_opt} -o {shlex.quote(str(out))}`",
-                  *provenance_lines(df, spec, results)]
-    text = render(build_table(df, spec, split), fmt, header)
+                  *provenance_lines(df, spec.runs, spec.name, results)]
+    text = render(build_table(df, spec.runs, spec.metrics, spec.reported, split), fmt, header)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)

@@ -12,6 +12,8 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .decoders import decoder_names
+
 
 class ConfigError(ValueError):
     """A bad configuration value or key; its message is shown to the user as one line."""
@@ -36,7 +38,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    decoder: str = "standard"      # "standard" (z at every step), "skip" (Skip-VAE) or "lm" (no z)
+    decoder: str = "standard"      # a decoders.DECODERS name: "standard", "skip" (Skip-VAE) or "lm" (no z)
     emb_dim: int = 32              # word embedding size (encoder and decoder each have one)
     enc_hidden: int = 32           # encoder LSTM size
     dec_hidden: int = 32           # decoder LSTM size
@@ -104,7 +106,7 @@ class RunConfig:
             if unknown:
                 raise ConfigError(f"unknown config key(s) {sorted(unknown)} in section '{f.name}'")
             sections[f.name] = section_cls(**given)
-        return validate(cls(**sections))
+        return check_config(cls(**sections))
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -122,12 +124,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": dict(epochs=3, batch_size=32, optimizer="adam", lr=1e-3, monitor_size=200),
         "eval": dict(iw_samples=50),
     },
-    # PROTOCOL.md section 3, PTB row (Li et al. 2019; BN-VAE; cyclical)
+    # docs/protocol.md section 3, PTB row (Li et al. 2019; BN-VAE; cyclical)
     "ptb": {
         "model": dict(emb_dim=256, enc_hidden=256, dec_hidden=256, latent_dim=32),
         "train": dict(epochs=40, batch_size=32, optimizer="sgd", lr=1.0, clip_grad=5.0),
     },
-    # PROTOCOL.md section 3, Yahoo/Yelp row (He et al. 2019; Kim et al. 2018; Skip-VAE)
+    # docs/protocol.md section 3, Yahoo/Yelp row (He et al. 2019; Kim et al. 2018; Skip-VAE)
     "yahoo": {
         "data": dict(max_vocab=20000),
         "model": dict(emb_dim=512, enc_hidden=1024, dec_hidden=1024, latent_dim=32),
@@ -188,7 +190,7 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             value = parse_value(value, _field_type(_SECTION_TYPES[section], name), key)
         updates.setdefault(section, {})[name] = value
     new = {s: replace(getattr(config, s), **u) for s, u in updates.items()}
-    return validate(replace(config, **new))
+    return check_config(replace(config, **new))
 
 
 def preset_config(name: str) -> RunConfig:
@@ -198,7 +200,7 @@ def preset_config(name: str) -> RunConfig:
     return apply_overrides(RunConfig(), flat)
 
 
-def validate(config: RunConfig) -> RunConfig:
+def check_config(config: RunConfig) -> RunConfig:
     """Check ranges and choices; raise ConfigError with a one-line message on the first problem."""
     d, m, t, e = config.data, config.model, config.train, config.eval
     seeds = {"seed": t.seed, "synthetic_seed": d.synthetic_seed, "eval_seed": e.eval_seed}
@@ -219,7 +221,7 @@ def validate(config: RunConfig) -> RunConfig:
         (d.sp_vocab_size >= 10, f"sp_vocab_size must be >= 10, got {d.sp_vocab_size}"),
         (d.synthetic_topics >= 2, f"synthetic_topics must be >= 2, got {d.synthetic_topics}"),
         (d.synthetic_train >= 10, f"synthetic_train must be >= 10, got {d.synthetic_train}"),
-        (m.decoder in ("standard", "skip", "lm"), f"decoder must be 'standard', 'skip' or 'lm', got '{m.decoder}'"),
+        (m.decoder in decoder_names(), f"decoder must be one of {', '.join(decoder_names())}, got '{m.decoder}'"),
         (min(m.emb_dim, m.enc_hidden, m.dec_hidden, m.dec_layers, m.latent_dim) >= 1,
          "model sizes (emb_dim, enc_hidden, dec_hidden, dec_layers, latent_dim) must be >= 1"),
         (0.0 <= m.dropout_in < 1.0, f"dropout_in must be in [0, 1), got {m.dropout_in}"),
@@ -248,6 +250,11 @@ def validate(config: RunConfig) -> RunConfig:
         if not ok:
             raise ConfigError(message)
     return config
+
+
+def replace_eval(eval_cfg: EvalConfig, **changes: Any) -> EvalConfig:
+    """eval_cfg with some fields replaced, checked by the same rules as a whole config (one place per setting)."""
+    return check_config(RunConfig(eval=replace(eval_cfg, **changes))).eval
 
 
 def _device_ok(name: str) -> bool:

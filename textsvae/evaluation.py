@@ -1,4 +1,4 @@
-"""Held-out evaluation of a run (PROTOCOL.md section 4): Rec, KL, ELBO, IW-NLL, PPL, MI, AU, KL(q(z)||p(z)).
+"""Held-out evaluation of a run (docs/protocol.md section 4): Rec, KL, ELBO, IW-NLL, PPL, MI, AU, KL(q(z)||p(z)).
 
 IW-NLL decodes sentences AND importance samples together: a batch of B sentences times a chunk
 of S samples is one decoder pass of B*S rows, with S chosen so the chunk's logits
@@ -16,17 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .config import ConfigError, EvalConfig, RunConfig
+from .config import ConfigError, EvalConfig, RunConfig, replace_eval
 from .data.batching import Batch, bucket_batches, make_batch, to_device
+from .metric_registry import latent_metric_names
 from .metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
                       kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
 
 if TYPE_CHECKING:
+    from .data.corpus import Corpus
     from .methods import Method
     from .models import TextVAE
 
 log = logging.getLogger(__name__)
-SPLITS = ("valid", "test")
+EVAL_SPLITS = ("valid", "test")
 HE_MI_BATCH = 32  # He et al.'s evaluation minibatch, for their per-minibatch MI
 
 
@@ -84,6 +86,21 @@ def posterior(model: "TextVAE", method: "Method", batch: Batch, seed: int) -> tu
         torch.manual_seed(seed)
         mu, logvar = method.posterior(model, batch)
     return mu.detach(), logvar.detach()
+
+
+def encode_ids(model: "TextVAE", method: "Method", ids: list[list[int]], eval_cfg: EvalConfig,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar), each (N, latent_dim), of q(z|x) for token-id sentences in the order given
+    (length-bucketed batches of eval_batch_size, each through `posterior` with seed eval_seed)."""
+    if model.is_lm:
+        raise ConfigError("an LSTM language model (decoder 'lm') has no encoder")
+    mu = torch.zeros(len(ids), model.latent_dim, device=device)
+    logvar = torch.zeros_like(mu)
+    for index in bucket_batches([len(s) for s in ids], eval_cfg.eval_batch_size):
+        batch = make_batch(ids, index).to(device)
+        m, lv = posterior(model, method, batch, eval_cfg.eval_seed)
+        mu[batch.index], logvar[batch.index] = m, lv
+    return mu, logvar
 
 
 # -- per-sentence scores ---------------------------------------------------------------------------
@@ -223,7 +240,7 @@ def latent_metrics(mu: torch.Tensor, logvar: torch.Tensor, eval_cfg: EvalConfig,
     return out
 
 
-def summarize(scores: SentenceScores) -> dict[str, Any]:
+def split_means(scores: SentenceScores) -> dict[str, Any]:
     """Split means per sentence (nats) and PPL = exp(sum NLL / sum tokens incl. end-of-sentence)."""
     n, tokens = scores.iw_nll.numel(), int(scores.n_tokens.sum())
     total = float(scores.iw_nll.sum())
@@ -244,18 +261,17 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
     (their batches of one length, at most 32 rows, or that many for an int) as mi_minibatch;
     `mi` is always over the whole split.
     """
-    k = eval_cfg.iw_samples if iw_samples is None else iw_samples
-    if k < 1:
-        raise ConfigError(f"iw_samples must be >= 1, got {k}")
+    if iw_samples is not None:
+        eval_cfg = replace_eval(eval_cfg, iw_samples=iw_samples)
+    k = eval_cfg.iw_samples
     if not sentences:
         raise ConfigError("no sentences to evaluate")
-    eval_cfg = replace(eval_cfg, iw_samples=k)
     start = time.perf_counter()
     scores = score_sentences(model, method, sentences, eval_cfg, device)
-    out: dict[str, Any] = summarize(scores)
-    nones = ("rec", "kl", "kl_per_dim", "mi", "mi_se", "mi_n", "mi_samples", "agg_kl", "au", "au_variances")
-    if model.is_lm:
-        out.update({key: None for key in nones})
+    out: dict[str, Any] = split_means(scores)
+    if model.is_lm:   # no z: its metrics and the settings they depend on are None
+        out.update({key: None for key in latent_metric_names() if not key.startswith("probe_")})
+        out.update({key: None for key in ("kl_per_dim", "mi_n", "mi_samples", "au_variances")})
         out.update({"elbo": -out["iw_nll"], "ppl_bound": out["ppl"], "au_threshold": eval_cfg.au_threshold,
                     "iw_samples": None})
     else:
@@ -273,33 +289,14 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
 
 
 # -- runs --------------------------------------------------------------------------------------------
-class _NoTrainingData:
-    """Stands in for the training corpus in set-up: evaluation never calls beta() or trains."""
-
-    splits = {"train": []}
-
-
-class _SetupContext:
-    """What `Method.setup(trainer)` may touch when a run is rebuilt for evaluation (no training):
-    the model (BN-VAE installs its layer here before the weights load), config, device, state.lr."""
-
-    def __init__(self, model: "TextVAE", config: RunConfig, device: torch.device):
-        from .train import TrainState
-
-        self.model, self.config, self.device = model, config, device
-        self.state = TrainState(lr=config.train.lr)
-        self.corpus = _NoTrainingData()
-
-    def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=lr)
-
-
 def load_model(run_dir: str | Path, device: str | torch.device | None = None):
     """Rebuild a run's best model: (model in eval mode, method, config, vocab, device)."""
     from .data.vocab import load_vocab
+    from .device import cpu_lstm_runs_in, resolve_device
     from .methods import build_method
+    from .methods.context import EvalSetup
     from .models import TextVAE
-    from .train import RunError, cpu_lstm_runs_in, load_checkpoint, read_run_config, resolve_device
+    from .rundir import RunError, check_checkpoint, load_checkpoint, read_run_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -309,12 +306,11 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = None):
         raise RunError(f"{run_dir} has no vocab.json")
     vocab = load_vocab(run_dir)
     ckpt = load_checkpoint(run_dir / "best.pt")
-    if ckpt.get("vocab_size") != len(vocab):
-        raise RunError(f"{run_dir}/best.pt has vocabulary size {ckpt.get('vocab_size')}, vocab.json has {len(vocab)}")
+    check_checkpoint(ckpt, run_dir / "best.pt", vocab)
     dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
     model = TextVAE(len(vocab), config.model).to(dev)
     method = build_method(config.train.method, config.train.method_params)
-    method.setup(_SetupContext(model, config, dev))
+    method.setup(EvalSetup(model, config, dev))
     model.to(dev)
     try:
         model.load_state_dict(ckpt["model"])
@@ -333,8 +329,8 @@ def split_sentences(config: RunConfig, vocab, split: str) -> list[list[int]]:
     """Token ids of a split, read and length-limited exactly as in training, with the run's vocabulary."""
     from .data.corpus import load_corpus
 
-    if split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
+    if split not in EVAL_SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, got '{split}'")
     return load_corpus(config.data, vocab=vocab, needed=(split,)).splits[split]
 
 
@@ -345,15 +341,20 @@ def eval_path(run_dir: str | Path, split: str, iw_samples: int | None) -> Path:
 def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab, device: torch.device,
                     run_dir: str | Path | None, split: str = "test", iw_samples: int | None = None,
                     sentences: list[str] | None = None, mi_batch: bool | int = False,
-                    save: bool = True) -> dict[str, Any]:
-    """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json) or on given raw sentences."""
+                    save: bool = True, corpus: "Corpus | None" = None) -> dict[str, Any]:
+    """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json) or on given raw sentences;
+    a split is read from `corpus` when given (loaded once for several splits), else from the run's data."""
     from .io import atomic_write_json
 
-    k = config.eval.iw_samples if iw_samples is None else iw_samples
-    if k < 1:
-        raise ConfigError(f"iw_samples must be >= 1, got {k}")
-    ids = [vocab.encode(s) for s in sentences] if sentences is not None else split_sentences(config, vocab, split)
-    out = evaluate_model(model, method, ids, config.eval, device, iw_samples=k, mi_batch=mi_batch)
+    if iw_samples is not None:
+        config = replace(config, eval=replace_eval(config.eval, iw_samples=iw_samples))
+    if sentences is not None:
+        ids = [vocab.encode(s) for s in sentences]
+    elif corpus is not None and split in corpus.splits:
+        ids = corpus.splits[split]
+    else:
+        ids = split_sentences(config, vocab, split)
+    out = evaluate_model(model, method, ids, config.eval, device, mi_batch=mi_batch)
     out["split"] = "sentences" if sentences is not None else split
     if run_dir is not None:
         out["run_dir"] = str(run_dir)
@@ -368,15 +369,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | Non
     """Load RUN_DIR/best.pt and evaluate it; a split's result is written to RUN_DIR/eval_<split>_k<K>.json.
 
     workers overrides the run's eval.workers (processes scoring IW-NLL on the CPU)."""
-    if sentences is None and split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
-    if iw_samples is not None and iw_samples < 1:
-        raise ConfigError(f"iw_samples must be >= 1, got {iw_samples}")
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if sentences is None and split not in EVAL_SPLITS:
+        raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, got '{split}'")
+    overrides = {k: v for k, v in (("iw_samples", iw_samples), ("workers", workers)) if v is not None}
+    replace_eval(EvalConfig(), **overrides)   # a bad value fails before the model loads
     model, method, config, vocab, dev = load_model(run_dir, device)
-    if workers is not None:
-        config = replace(config, eval=replace(config.eval, workers=workers))
+    config = replace(config, eval=replace_eval(config.eval, **overrides))
     return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch)
 
 
@@ -393,7 +391,7 @@ def format_metrics(result: dict[str, Any]) -> str:
              f"rec {f('rec')}  kl {f('kl')}  elbo {f('elbo')}  ppl_bound {f('ppl_bound', '.2f')}",
              f"mi {f('mi')} (mc se {f('mi_se')}, N={result.get('mi_n')}, S={result.get('mi_samples')})  agg_kl {f('agg_kl')}  "
              f"au {result.get('au') if result.get('au') is not None else '-'} (threshold {result['au_threshold']})"]
-    if "mi_minibatch" in result:
+    if result.get("mi_minibatch") is not None:
         lines.append(f"mi_minibatch {f('mi_minibatch')} (He et al.'s batches: one length, at most "
                      f"{result['mi_minibatch_size']} sentences)")
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Metrics as pure tensor functions, each with its formula (PROTOCOL.md section 4).
+"""Metrics as pure tensor functions, each with its formula (docs/protocol.md section 4).
 
 Shapes: mu, logvar are (N, D) posterior parameters of q(z|x_n) = N(mu_n, diag(exp(logvar_n)));
 everything is in nats. Functions that sample take an explicit torch.Generator.

@@ -1,6 +1,6 @@
 """LSTM VAE for text: an LSTM encoder for q(z|x) and an LSTM decoder for p(x|z).
 
-Decoders (PROTOCOL.md section 1):
+Decoders (docs/protocol.md section 1; their switches in decoders.py):
 - standard (He et al. 2019): layer 1 reads [dropout(emb(x_{t-1})); z] at every step, the
   initial state of every layer is c0 = W z, h0 = tanh(c0), and p(x_t|.) = softmax(V dropout(h_t)).
 - skip (Skip-VAE, Dieng et al. 2019): as standard, plus layer k > 1 reads [h^{(k-1)}_t; z]
@@ -10,15 +10,17 @@ Decoders (PROTOCOL.md section 1):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from . import sample_lstm
 from .config import ModelConfig
 from .data.batching import Batch
 from .data.vocab import PAD_ID
+from .decoders import decoder_kind
 from .dropout import Dropout
-from . import sample_lstm
-from .ops import autocast_off, linear_cross_entropy, skip_cross_entropy
+from .metrics import sample_diag_gaussian
+from .ops import autocast_off
+from .output_layer import OutputLayer
 
 
 class Encoder(nn.Module):
@@ -44,9 +46,9 @@ class Decoder(nn.Module):
 
     def __init__(self, vocab_size: int, cfg: ModelConfig):
         super().__init__()
-        self.kind = cfg.decoder
-        self.uses_z = cfg.decoder != "lm"
-        self.skip = cfg.decoder == "skip"
+        kind = decoder_kind(cfg.decoder)
+        self.kind = kind.name
+        self.uses_z, self.skip = kind.uses_z, kind.skip
         nz = cfg.latent_dim if self.uses_z else 0
         self.hidden, self.n_layers = cfg.dec_hidden, cfg.dec_layers
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
@@ -55,8 +57,7 @@ class Decoder(nn.Module):
         self.init_state = nn.Linear(nz, cfg.dec_layers * cfg.dec_hidden, bias=False) if self.uses_z else None
         self.drop_in = Dropout(cfg.dropout_in)
         self.drop_out = Dropout(cfg.dropout_out)
-        self.out = nn.Linear(cfg.dec_hidden + (nz if self.skip else 0), vocab_size)
-        self.fused_loss = True
+        self.out = OutputLayer(cfg.dec_hidden, nz, vocab_size, self.skip)
 
     def hidden_states(self, inputs: torch.Tensor, z: torch.Tensor | None,
                       cut_recurrent_z: bool = False, n_samples: int | None = None) -> torch.Tensor:
@@ -95,29 +96,6 @@ class Decoder(nn.Module):
             x, _ = self.layers[k](x, states[k])
         return self.drop_out(x)
 
-    def nll(self, hidden: torch.Tensor, z: torch.Tensor | None, targets: torch.Tensor,
-            row_sample: torch.Tensor | None = None) -> torch.Tensor:
-        """-log p(target | h[, z]) per row: (N, H), z and row_sample, (N,) -> (N,) in fp32 or wider.
-
-        z is (N, D), one row per target, or (S, D) with row_sample (N,) naming each target's row of z
-        (the skip decoder then adds z's part of the softmax once per sample, see ops.skip_cross_entropy).
-        Uses the fused output layer + cross-entropy unless `fused_loss` is off: methods that
-        differentiate through the decoder's gradient (SA-VAE) need the plain, twice-differentiable path.
-        """
-        if self.skip and row_sample is not None and self.fused_loss:
-            return skip_cross_entropy(hidden, z, row_sample, self.out.weight, self.out.bias, targets)
-        if self.skip:
-            hidden = torch.cat([hidden, z if row_sample is None else z[row_sample]], dim=-1)
-        if self.fused_loss:
-            return linear_cross_entropy(hidden, self.out.weight, self.out.bias, targets)
-        logits = self.out(hidden)
-        return F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets, reduction="none")
-
-    def logits(self, hidden: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
-        """Output logits for hidden rows (..., H); skip adds z: softmax(V h + U z)."""
-        if self.skip:
-            hidden = torch.cat([hidden, z.expand(*hidden.shape[:-1], z.size(-1))], dim=-1)
-        return self.out(hidden)
 
 
 class TextVAE(nn.Module):
@@ -128,7 +106,7 @@ class TextVAE(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.latent_dim = cfg.latent_dim
-        self.is_lm = cfg.decoder == "lm"
+        self.is_lm = not decoder_kind(cfg.decoder).uses_z
         self.encoder = None if self.is_lm else Encoder(vocab_size, cfg)
         self.decoder = Decoder(vocab_size, cfg)
         self.autocast_dtype: torch.dtype | None = None  # set by set_precision
@@ -167,9 +145,7 @@ class TextVAE(nn.Module):
         """z = mu + sigma * eps; (B, D), or (B, S, D) when n_samples is given."""
         shape = mu.shape if n_samples is None else (mu.size(0), n_samples, mu.size(1))
         eps = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        if n_samples is not None:
-            mu, logvar = mu.unsqueeze(1), logvar.unsqueeze(1)
-        return mu + torch.exp(0.5 * logvar) * eps
+        return sample_diag_gaussian(mu, logvar, eps)
 
     def log_px_given_z(self, batch: Batch, z: torch.Tensor | None, inputs: torch.Tensor | None = None,
                        cut_recurrent_z: bool = False) -> torch.Tensor:
@@ -187,7 +163,7 @@ class TextVAE(nn.Module):
         rows, steps = batch.target_positions(n_samples)                # only real targets reach the softmax
         with self._autocast():
             hidden = self.decoder.hidden_states(inputs, z, cut_recurrent_z, n_samples)  # (R, T, H)
-            nll = self.decoder.nll(hidden[rows, steps], z, targets[rows // (n_samples or 1), steps],
+            nll = self.decoder.out.nll(hidden[rows, steps], z, targets[rows // (n_samples or 1), steps],
                                    row_sample=rows if z is not None else None)  # (N,)
         log_p = torch.zeros(hidden.size(0), device=nll.device, dtype=nll.dtype).index_add_(0, rows, -nll)
         return log_p if n_samples is None else log_p.view(-1, n_samples)
@@ -196,7 +172,7 @@ class TextVAE(nn.Module):
         """Full (B, T, V) logits, for inspection and tests."""
         hidden = self.decoder.hidden_states(batch.inputs, z, cut_recurrent_z)
         zz = z.unsqueeze(1) if (z is not None and self.decoder.skip) else None
-        return self.decoder.logits(hidden, zz)
+        return self.decoder.out.logits(hidden, zz)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -10,8 +10,8 @@ gradient buffer is made. The matmul writes straight into that kept
 buffer (or into one chunk buffer), and both are reused from call to call on the CPU: a fresh
 block of tens of MB costs a page fault per 4 kB on every call. Those buffers' rows start a
 multiple of VOCAB_ALIGN elements apart (the logits are a (N, V) view of a (N, V rounded up)
-buffer): at V = 10002 the fp32 matmul ran at 94 GFLOP/s into unaligned rows against 132 into
-aligned ones (`benchmarks/output_layer.py`, 2 threads). Under autocast (bf16 on CPU, bf16/fp16
+buffer): unaligned rows ran the fp32 matmul markedly slower at V = 10002 (`benchmarks/perf/output_layer.py`,
+results/perf.md). Under autocast (bf16 on CPU, bf16/fp16
 on GPU) the three matmuls run in low precision and the softmax stays in fp32.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ import contextlib
 
 import torch
 
+from .fast_paths import current as fast_paths
+
 CHUNK_ROWS = 1024
 VOCAB_ALIGN = 32
 LOG2E = 1.4426950408889634      # log2(e)
 LN2 = 0.6931471805599453        # ln(2) = 1 / LOG2E
-FEWER_PASSES = True             # the softmax's passes over (N, V) cut (see _nll_chunks, backward); False: as before
 SAFE_SUM = (2.0 ** -60, 2.0 ** 60)  # a row's sum of 2^l2 outside this is redone shifted by its max
-Z_TERM_PER_SAMPLE = True        # the skip layer's z part once per sample (skip_cross_entropy); False: [h ; z] per row
 MAX_RUNS = 256                  # _sum_rows_per_sample: more runs of one sample's rows than this use index_add_
 
 
@@ -92,9 +92,9 @@ def _redo_shifted(rows: torch.Tensor, h: torch.Tensor, w: torch.Tensor, bias: to
 
 
 def skips_row_max(device: torch.device) -> bool:
-    """Whether the softmax skips its row-max shift: on the CPU with FEWER_PASSES. Its check of each
-    chunk's sums is a host read, a sync on a GPU, which therefore shifts every row by its max."""
-    return FEWER_PASSES and device.type == "cpu"
+    """Whether the softmax skips its row-max shift: on the CPU with the fewer_passes fast path. Its check
+    of each chunk's sums is a host read, a sync on a GPU, which therefore shifts every row by its max."""
+    return fast_paths().fewer_passes and device.type == "cpu"
 
 
 def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
@@ -103,8 +103,8 @@ def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: t
     """(nll (N,), 1/s (N,)) with s = sum_v 2^(l2 - m2); if keep (N, V) is given, 2^(l2 - m2) is left in it.
 
     Works in base 2: the matmul writes l2 = log2(e) * l (its alpha and beta, so no extra pass) and
-    exp(l - m) = 2^(l2 - m2): ATen's exp2 kernel ran x1.3-1.6 faster than its exp on AVX2
-    (`benchmarks/kernels.py`, 2 and 1 threads). The shift m2 is 0 on the CPU when FEWER_PASSES
+    exp(l - m) = 2^(l2 - m2), ATen's exp2 kernel being faster than its exp on the CPU
+    (`benchmarks/perf/kernels.py`). The shift m2 is 0 on the CPU with the fewer_passes fast path
     (no row-max pass, no subtraction pass): fp32 holds 2^l2 exactly as well for any |l2| < 126,
     and rows whose sum leaves SAFE_SUM (overflow, or every logit far below 0) are redone shifted
     by their max. On other devices m2 is the row max (a per-chunk check would sync with the host).
@@ -166,7 +166,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll):
         h, w, exp, inv_sum, targets = ctx.saved_tensors
-        if exp.dtype != h.dtype or not FEWER_PASSES:                    # low-precision matmuls
+        if exp.dtype != h.dtype or not fast_paths().fewer_passes:       # low-precision matmuls
             return _backward_via_softmax(ctx, grad_nll)
         scale = grad_nll * inv_sum
         grad_hidden = _grad_hidden(exp, w, scale, grad_nll, targets).to(ctx.dtypes[0]) \
@@ -286,11 +286,12 @@ def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.
     per row where the bias would be added: the per-row matmuls have inner size H, not H + D
     (11% fewer multiply-adds at H = 256, D = 32). With gradients, U's gradient is summed over each
     sample's rows (one pass over the kept softmax block) before dz and dW_z. Autocast, other dtypes
-    and Z_TERM_PER_SAMPLE = False take the concatenated path.
+    and the z_term_per_sample fast path off take the concatenated path.
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias))
-    if not Z_TERM_PER_SAMPLE or autocast_on(hidden.device.type) or hidden.dtype != torch.float32 \
-            or (needs_grad and not FEWER_PASSES):      # the per-sample backward is a fewer-passes one
+    switches = fast_paths()
+    if not switches.z_term_per_sample or autocast_on(hidden.device.type) or hidden.dtype != torch.float32 \
+            or (needs_grad and not switches.fewer_passes):      # the per-sample backward is a fewer-passes one
         return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
     if needs_grad:
         return _SkipLinearCrossEntropy.apply(hidden, z, row_sample, weight, bias, targets)

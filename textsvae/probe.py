@@ -73,31 +73,42 @@ def fit_probe(train_x: torch.Tensor, train_y: Sequence, test_x: torch.Tensor, te
                        log_k=math.log(k), n_train=len(ytr), n_test=len(yte))
 
 
+PROBE_SPLITS = ("train", "test")
+
+
 def probe_run(run_dir, seed: int = 12345) -> dict[str, float] | None:
-    """Probe a trained run for its corpus's labels: {probe_*} metrics on test, or None without labels/z.
+    """Probe a trained run for its corpus's labels (see `probe_loaded`); None without labels or z."""
+    from .data.corpus import load_corpus
+    from .evaluation import load_model
+
+    model, method, config, vocab, device = load_model(run_dir)
+    if model.is_lm:
+        return None
+    corpus = load_corpus(config.data, vocab=vocab, needed=PROBE_SPLITS, seed=config.train.seed)
+    return probe_loaded(model, method, config, corpus, device, seed)
+
+
+def probe_loaded(model, method, config, corpus, device, seed: int = 12345) -> dict[str, float] | None:
+    """{probe_*} metrics on test of a loaded run whose corpus holds train and test, or None without labels/z.
 
     probe_acc, probe_mi: features z ~ q(z|x) (one sample, fixed seed); probe_acc_mu, probe_mi_mu:
     features mu(x); probe_h: H(y); probe_log_k: log K.
     """
-    from .api import load_run
-    from .data.corpus import load_corpus
-    from .train import read_run_config
+    from .evaluation import encode_ids
+    from .metrics import sample_diag_gaussian
 
-    config = read_run_config(run_dir)
-    if config.model.decoder == "lm":
+    if model.is_lm:
         return None
-    run = load_run(run_dir)
-    corpus = load_corpus(config.data, vocab=run.vocab, needed=("train", "test"), seed=config.train.seed)
     train_labels, test_labels = corpus.labels.get("train") or [], corpus.labels.get("test") or []
     if not train_labels or any(label is None for label in list(train_labels) + list(test_labels)):
         return None
     generator = torch.Generator().manual_seed(seed)
     features = {}
-    for split in ("train", "test"):
-        sentences = [corpus.vocab.decode(ids) for ids in corpus.splits[split]]
-        mu, logvar = (t.detach().double().cpu() for t in run.encode(sentences))
+    for split in PROBE_SPLITS:
+        mu, logvar = encode_ids(model, method, corpus.splits[split], config.eval, device)
+        mu, logvar = mu.detach().double().cpu(), logvar.detach().double().cpu()
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
-        features[split] = {"mu": mu, "z": mu + torch.exp(0.5 * logvar) * eps}
+        features[split] = {"mu": mu, "z": sample_diag_gaussian(mu, logvar, eps)}
     out: dict[str, float] = {}
     for kind, suffix in (("z", ""), ("mu", "_mu")):
         r = fit_probe(features["train"][kind], train_labels, features["test"][kind], test_labels)

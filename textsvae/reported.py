@@ -1,4 +1,4 @@
-"""Published numbers (PROTOCOL.md section 5), shown as extra table rows labelled "reported".
+"""Published numbers (docs/protocol.md section 5), shown as extra table rows labelled "reported".
 
 A benchmark opts in with `reported = ["he2019-yahoo"]` only where its protocol matches the
 paper's (sizes, corpus, IW-NLL), so these rows never sit beside numbers made another way.
@@ -56,7 +56,7 @@ REPORTED: dict[str, dict[str, Any]] = {
 
 def reported_rows(keys: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
     """Flat rows {dataset, source, label, decoder, metric: value...} for the given keys."""
-    from .bench import BenchmarkError
+    from .grid import BenchmarkError
 
     out = []
     for key in keys:

@@ -19,56 +19,21 @@ import pandas as pd
 
 from .config import ConfigError
 from .io import atomic_write_json, atomic_write_text
+from .metric_registry import METRICS, best_rule, metric
 
 if TYPE_CHECKING:
-    from .bench import Benchmark, RunSpec
+    from .grid import RunSpec
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["run_id", "benchmark", "dataset", "decoder", "method", "label", "params", "seed", "split", "metric",
-           "value", "status", "iw_samples", "mi_n", "au_threshold", "n_sentences", "epochs", "steps",
+           "value", "status", "iw_samples", "mi_n", "mi_samples", "au_threshold", "n_sentences", "epochs", "steps",
            "train_seconds", "eval_seconds", "wall_seconds", "tokens_per_s", "device", "machine", "git_commit",
            "version", "date", "error"]
-# keys of evaluate_run's dict that are settings or bookkeeping, not metrics
-_NOT_METRICS = {"iw_samples", "mi_n", "au_threshold", "au_variances", "n_sentences", "n_tokens", "split",
-                "eval_seed", "seconds", "probe_n", "eval_batch_size", "mem_budget_mb", "mi_samples"}
 
 
 class ResultsError(ConfigError):
     """A missing or empty results folder (one line for the user)."""
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    title: str
-    higher_is_better: bool | None   # None: no "best" (a setting or a diagnostic)
-    digits: int
-
-
-# KL, MI and AU count as "higher is better": the information kept in z is what this suite studies.
-METRICS: dict[str, MetricInfo] = {
-    "iw_nll": MetricInfo("NLL", False, 2),
-    "iw_nll_se": MetricInfo("NLL s.e.", None, 2),
-    "rec": MetricInfo("Rec", False, 2),
-    "kl": MetricInfo("KL", True, 2),
-    "elbo": MetricInfo("ELBO", True, 2),
-    "ppl": MetricInfo("PPL", False, 2),
-    "ppl_bound": MetricInfo("PPL bound", False, 2),
-    "mi": MetricInfo("MI", True, 2),
-    "mi_se": MetricInfo("MI s.e.", None, 3),
-    "au": MetricInfo("AU", True, 1),
-    "agg_kl": MetricInfo("agg. KL", False, 2),
-    "probe_acc": MetricInfo("topic acc.", True, 3),
-    "probe_mi": MetricInfo("I(z;topic)", True, 2),
-    "probe_acc_mu": MetricInfo("topic acc. (mu)", True, 3),
-    "probe_mi_mu": MetricInfo("I(mu;topic)", True, 2),
-    "probe_h": MetricInfo("H(topic)", None, 2),
-    "probe_log_k": MetricInfo("log K", None, 2),
-}
-
-
-def metric_info(name: str) -> MetricInfo:
-    return METRICS.get(name, MetricInfo(name, None, 3))
 
 
 # -- writing ----------------------------------------------------------------------------------------
@@ -104,12 +69,11 @@ def write_rows(folder: Path, spec: "RunSpec", summary: dict[str, Any], evals: di
               "wall_seconds": train_seconds + eval_seconds,
               "tokens_per_s": (summary.get("last") or {}).get("tokens_per_s"), "device": summary.get("device")}
     rows = []
-    for split, metrics in evals.items():
-        depends = {"iw_samples": metrics.get("iw_samples"), "mi_n": metrics.get("mi_n"),
-                   "au_threshold": metrics.get("au_threshold"), "n_sentences": metrics.get("n_sentences")}
-        for name, value in metrics.items():
-            if name in _NOT_METRICS or value is None or isinstance(value, (str, list, dict, bool)):
+    for split, result in evals.items():
+        for name, value in result.items():
+            if name not in METRICS or value is None:   # settings, diagnostics, an LM's z-metrics
                 continue
+            depends = {key: result.get(key) for key in METRICS[name].depends_on}
             rows.append({**base, **common, **depends, "split": split, "metric": name, "value": float(value)})
     _write(folder, rows, {"status": "finished", "run_id": spec.run_id, "benchmark": spec.benchmark})
 
@@ -139,7 +103,7 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)
 
 
-def summarize(df: pd.DataFrame, split: str = "test") -> str:
+def summary_text(df: pd.DataFrame, split: str = "test") -> str:
     """Runs per benchmark and status, and the mean of the main metrics per dataset x decoder x method."""
     if df.empty:
         return "no results yet"
@@ -170,11 +134,11 @@ def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] | list[str], split: str
     stats = (d.groupby(["dataset", "label", "decoder", "metric"], sort=False).value
              .agg(mean="mean", std="std", n="count").reset_index())
     stats["best"] = False
-    for (_, metric), group in stats.groupby(["dataset", "metric"]):
-        better = metric_info(metric).higher_is_better
+    for (_, name), group in stats.groupby(["dataset", "metric"]):
+        better = metric(name).higher_is_better
         if better is None or group["mean"].isna().all():
             continue
-        shown = group["mean"].round(metric_info(metric).digits)
+        shown = group["mean"].round(metric(name).digits)
         winners = shown == (shown.max() if better else shown.min())
         if len(group) < 2 or winners.all():
             continue
@@ -187,18 +151,20 @@ class Table:
     datasets: list[str]
     metrics: list[str]
     rows: list[dict[str, Any]]   # {label, decoder, source, cells: {(dataset, metric): (mean, std, n, best)}, n: {dataset: n}}
+    split: str = "test"
 
 
-def build_table(df: pd.DataFrame, bench: "Benchmark", split: str = "test") -> Table:
-    """The benchmark's pivot: rows method x decoder in the file's order, then the reported rows."""
+def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...] | list[str],
+                reported: tuple[str, ...] | list[str] = (), split: str = "test") -> Table:
+    """The pivot of these runs' rows: method x decoder in the runs' order, then the reported rows."""
     from .reported import reported_rows
 
-    ids = {s.run_id for s in bench.runs}
+    ids = {s.run_id for s in runs}
     mine = df[df.run_id.isin(ids)]
-    stats = aggregate(mine, bench.metrics, split)
-    datasets = list(dict.fromkeys(s.dataset for s in bench.runs))
+    stats = aggregate(mine, metrics, split)
+    datasets = list(dict.fromkeys(s.dataset for s in runs))
     rows: list[dict[str, Any]] = []
-    for key in dict.fromkeys((s.label, s.decoder) for s in bench.runs):
+    for key in dict.fromkeys((s.label, s.decoder) for s in runs):
         cells, ns = {}, {}
         for dataset in datasets:
             sub = stats[(stats.dataset == dataset) & (stats.label == key[0]) & (stats.decoder == key[1])]
@@ -206,13 +172,13 @@ def build_table(df: pd.DataFrame, bench: "Benchmark", split: str = "test") -> Ta
                 cells[(dataset, r.metric)] = (r["mean"], r["std"], int(r["n"]), bool(r["best"]))
             ns[dataset] = int(sub["n"].max()) if len(sub) else 0
         rows.append({"label": key[0], "decoder": key[1], "source": "", "cells": cells, "n": ns})
-    for rep in reported_rows(bench.reported):
+    for rep in reported_rows(reported):
         if rep["dataset"] not in datasets:
             continue
-        cells = {(rep["dataset"], m): (rep[m], math.nan, 1, False) for m in bench.metrics if m in rep}
+        cells = {(rep["dataset"], m): (rep[m], math.nan, 1, False) for m in metrics if m in rep}
         rows.append({"label": rep["label"], "decoder": rep["decoder"], "source": f"reported: {rep['source']}",
                      "cells": cells, "n": {}})
-    return Table(datasets=datasets, metrics=list(bench.metrics), rows=rows)
+    return Table(datasets=datasets, metrics=list(metrics), rows=rows, split=split)
 
 
 def _number(mean: float, std: float, n: int, digits: int, pm: str) -> str:
@@ -225,18 +191,18 @@ def _columns(table: Table) -> list[tuple[str, str]]:
     return [(d, m) for d in table.datasets for m in ["n", *table.metrics]]
 
 
-def _title(table: Table, dataset: str, metric: str) -> str:
-    title = "n" if metric == "n" else metric_info(metric).title
+def _title(table: Table, dataset: str, name: str) -> str:
+    title = "n" if name == "n" else metric(name).title
     return f"{dataset} {title}" if len(table.datasets) > 1 else title
 
 
-def _cell(row: dict[str, Any], dataset: str, metric: str, pm: str, bold: str) -> str:
-    if metric == "n":
+def _cell(row: dict[str, Any], dataset: str, name: str, pm: str, bold: str) -> str:
+    if name == "n":
         return str(row["n"].get(dataset, 0)) if not row["source"] else "-"
-    if (dataset, metric) not in row["cells"]:
+    if (dataset, name) not in row["cells"]:
         return "-"
-    mean, std, n, best = row["cells"][(dataset, metric)]
-    text = _number(mean, std, n, metric_info(metric).digits, pm)
+    mean, std, n, best = row["cells"][(dataset, name)]
+    text = _number(mean, std, n, metric(name).digits, pm)
     return bold.format(text) if best else text
 
 
@@ -247,8 +213,8 @@ def render_markdown(table: Table) -> str:
         label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
         cells = [_cell(row, d, m, " ± ", "**{}**") for d, m in _columns(table)]
         lines.append("| " + " | ".join([label, row["decoder"]] + cells) + " |")
-    notes = "\n\nMean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column " \
-            "(NLL, PPL lower; KL, MI, AU, probe higher). Test split; NLL is IW-NLL in nats per sentence."
+    notes = (f"\n\nMean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column "
+             f"({best_rule(table.metrics)}). {table.split.capitalize()} split; NLL is IW-NLL in nats per sentence.")
     return "\n".join(lines) + notes + "\n"
 
 
@@ -311,19 +277,19 @@ def _date_range(rows: pd.DataFrame) -> str:
     return "-" if not days else days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
 
 
-def provenance_lines(df: pd.DataFrame, bench: "Benchmark", results_dir: Path) -> list[str]:
-    """Machine, device, commit, run time and bench wall time of the rows behind a table."""
+def provenance_lines(df: pd.DataFrame, runs: list["RunSpec"], name: str, results_dir: Path) -> list[str]:
+    """Machine, device, commit, run time and bench wall time of the rows behind a table of benchmark `name`."""
     from .io import read_jsonl
 
-    mine = df[df.run_id.isin({s.run_id for s in bench.runs})].drop_duplicates("run_id")
+    mine = df[df.run_id.isin({s.run_id for s in runs})].drop_duplicates("run_id")
     finished = mine[mine.status == "finished"]
     join = lambda col: ", ".join(sorted({str(v) for v in finished[col].dropna()})) or "-"  # noqa: E731
     lines = [f"Runs: {len(finished)} finished, {int((mine.status == 'failed').sum())} failed, "
-             f"{len(bench.runs) - len(mine)} missing of {len(bench.runs)}; "
+             f"{len(runs) - len(mine)} missing of {len(runs)}; "
              f"run time {finished.wall_seconds.sum() / 60:.1f} min (train + eval, summed over runs)",
              f"Machine: {join('machine')}; device: {join('device')}; commit {join('git_commit')}; "
              f"textsvae {join('version')}; dates {_date_range(finished)}"]
-    sessions = read_jsonl(results_dir / f"{bench.name}.bench.jsonl")
+    sessions = read_jsonl(results_dir / f"{name}.bench.jsonl")
     if sessions:
         wall = sum(s.get("seconds", 0.0) for s in sessions)
         jobs = ", ".join(sorted({str(s.get("jobs")) for s in sessions}))

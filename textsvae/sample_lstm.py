@@ -5,25 +5,22 @@ Layer 1 reads [emb(x_t); z] at every step, so its input projection splits as
 the first term the same for every sample of a sentence (computed B * T times, not B * S * T), the
 second the same at every step of a sample (computed B * S times, not B * S * T). The recurrence is
 then a loop over steps: gates_t = shared_t + per_sample + h_{t-1} W_hh^T, with ATen's elementwise
-kernels in place. Every tanh is taken as tanh(x) = 2 sigma(2x) - 1: on this project's AVX2
-machine ATen's fp32 tanh of a cell state ran x1.85 slower than that sigmoid and its three cheap
-passes (`benchmarks/kernels.py`), and the gate slices' tanh is strided, slower again.
-At the ptb preset, over one IW-NLL chunk (12 sentences x 50 samples, 22 steps), this ran x1.8
-faster than nn.LSTM (mkldnn) over the repeated input, to float rounding (`benchmarks/kernels.py`,
-2 threads); IW-NLL as a whole, x1.20-1.23 with ops.FEWER_PASSES (`benchmarks/fast_paths.py`).
-CPU only: on a GPU cuDNN runs the whole sequence.
+kernels in place. Every tanh is taken as tanh(x) = 2 sigma(2x) - 1, which ATen computes faster
+than its own tanh on the CPU. Off with `fast_paths(sample_lstm=False)`; the timings against
+nn.LSTM over the repeated input are `benchmarks/perf/kernels.py` and `fast_paths.py`'s
+(results/perf.md). CPU only: on a GPU cuDNN runs the whole sequence.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-ENABLED = True   # False: the decoder always runs nn.LSTM over the repeated input (benchmarks compare both)
+from .fast_paths import current as fast_paths
 
 
 def applies(lstm: nn.LSTM, x: torch.Tensor) -> bool:
     """Whether lstm_over_samples may replace lstm(x) here: one layer, no gradients, no autocast, CPU."""
-    return (ENABLED and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+    return (fast_paths().sample_lstm and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
             and lstm.num_layers == 1 and not lstm.bidirectional and lstm.bias and lstm.proj_size == 0
             and lstm.batch_first)
 

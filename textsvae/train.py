@@ -1,14 +1,10 @@
-"""The one training loop: epochs of method steps, validation at beta = 1, He et al.'s LR halving,
-checkpoints with the full state (written atomically each epoch and on Ctrl-C), exact resume.
+"""The one training loop: epochs of method steps, validation at beta = 1, the LR rule of He et al.'s
+and Li et al.'s code, the full state checkpointed each epoch and on Ctrl-C, exact resume.
 
-Run folder: config.json, vocab.json (+ spm.model), log.jsonl (one row per epoch), last.pt
-(full state), best.pt (best validation loss), state.json (status), summary.json (when done).
+The run folder's files are `rundir`'s; the device and precision checks are `device`'s.
 """
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import math
 import random
@@ -21,27 +17,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .config import ConfigError, RunConfig
-from .data.batching import bucket_batches, make_batch
+from .version import __version__
+from .config import RunConfig
+from .data.batching import Batch, bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
-from .io import (append_jsonl, atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl,
-                 remove_partial_writes)
+from .device import check_training_precisions, resolve_device
+from .io import append_jsonl, atomic_write_json, read_jsonl, remove_partial_writes
 from .methods import Method, build_method
 from .models import TextVAE, count_parameters
 from .optim import clip_grad_norm, sparse_embeddings
-from .validation import validate
+from .rundir import (RunError, check_checkpoint, holds_run, load_checkpoint, prepare_new_run, read_run_config,
+                     save_checkpoint, truncate_log, write_state)
+from .validation import validation_metrics
 
 log = logging.getLogger(__name__)
-
-RUN_FILES = ("config.json", "vocab.json", "spm.model", "log.jsonl", "monitor.jsonl", "last.pt", "best.pt",
-             "state.json", "summary.json")
-
-
-class RunError(RuntimeError):
-    """A problem with a run folder or checkpoint (one line for the user)."""
-
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
@@ -64,30 +54,6 @@ class TrainState:
     stop_reason: str = ""
     train_seconds: float = 0.0
     partial: dict[str, float] = field(default_factory=dict)  # sums of the interrupted epoch
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise RunError(f"unknown device '{name}' ({str(exc).splitlines()[0]})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device '{name}' requested but CUDA is not available")
-    if device.type == "cuda":
-        exact_fp32_lstms()
-    return device
-
-
-def exact_fp32_lstms() -> None:
-    """Make cuDNN's fp32 LSTMs compute in IEEE fp32. torch's default lets them use TF32 tensor cores
-    (10-bit mantissas), so "fp32" on a GPU would not be the CPU's fp32; bf16 autocast is the fast opt-in."""
-    rnn = getattr(torch.backends.cudnn, "rnn", None)
-    if rnn is not None and hasattr(rnn, "fp32_precision"):   # torch >= 2.9
-        rnn.fp32_precision = "ieee"
-    else:
-        torch.backends.cudnn.allow_tf32 = False
 
 
 def seed_everything(seed: int) -> None:
@@ -117,50 +83,6 @@ def epoch_order(n_lengths: list[int], batch_size: int, seed: int, epoch: int) ->
     return bucket_batches(n_lengths, batch_size, g)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise RunError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
-
-
-def warn_if_bf16_is_emulated() -> None:
-    """An x86 CPU without AVX-512 (ATen capability "AVX2") has no bf16 matmul kernels: a 512^3 bf16 matmul
-    took 187 ms against 3.1 ms in fp32 on the 2-core AVX2 machine (`benchmarks/kernels.py`, 2 threads)."""
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability == "AVX2":
-        log.warning("bf16 autocast on a CPU without AVX-512 (ATen capability %s): bf16 matmuls are emulated "
-                    "and much slower than fp32 here; use precision=fp32", capability)
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_lstm_runs_in(precision: str) -> bool:
-    """Whether this CPU's LSTM kernels (oneDNN) run forward and backward under `precision` autocast.
-    On the 2-core AVX2 machine bf16 and fp16 LSTMs fail ("could not create a primitive descriptor")."""
-    if precision == "fp32":
-        return True
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    with torch.random.fork_rng(devices=[]):      # the probe's weights draw nothing from the run's seed
-        lstm = torch.nn.LSTM(4, 4, batch_first=True)
-        try:
-            with torch.autocast("cpu", dtype=dtype):
-                out, _ = lstm(torch.zeros(1, 2, 4))
-            out.float().sum().backward()
-        except RuntimeError:
-            return False
-    return True
-
-
-def check_cpu_precision(field_name: str, precision: str) -> None:
-    """A one-line RunError where this CPU's LSTM kernels cannot run in the asked-for autocast precision."""
-    if not cpu_lstm_runs_in(precision):
-        raise RunError(f"{field_name}={precision} cannot run on this CPU: its LSTM kernels have no {precision} "
-                       f"version (ATen CPU capability {torch.backends.cpu.get_cpu_capability()}); "
-                       f"use {field_name}=fp32")
-
-
 class Trainer:
     """Holds the model, method, optimiser and state of one run; `fit()` runs the loop."""
 
@@ -172,23 +94,19 @@ class Trainer:
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
-        if self.device.type == "cpu":
-            check_cpu_precision("precision", t.precision)
-            check_cpu_precision("eval_precision", config.eval.eval_precision)
+        check_training_precisions(self.device, t.precision, config.eval.eval_precision)
         seed_everything(t.seed)
         self.corpus = corpus or load_corpus(config.data, vocab=vocab, seed=t.seed)
+        self._lengths = [len(s) for s in self.corpus.splits["train"]]
+        self.steps_per_epoch = math.ceil(len(self._lengths) / t.batch_size)
         self.method = method or build_method(t.method, t.method_params)
         self.model = TextVAE(len(self.corpus.vocab), config.model).to(self.device)
         self.model.set_precision(t.precision)
         sparse_embeddings(self.model, t.optimizer, t.momentum)
-        if self.device.type == "cpu" and "bf16" in (t.precision, config.eval.eval_precision):
-            warn_if_bf16_is_emulated()
         self.method.setup(self)
         self.model.to(self.device)
         self.state = TrainState(lr=t.lr)
         self.optimizer = self.make_optimizer(self.model.parameters(), t.lr)
-        self.steps_per_epoch = math.ceil(len(self.corpus.splits["train"]) / t.batch_size)
-        self._lengths = [len(s) for s in self.corpus.splits["train"]]
 
     # -- pieces that methods use -------------------------------------------------------
     def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
@@ -214,50 +132,31 @@ class Trainer:
         index = torch.randint(n, (self.config.train.batch_size,), generator=generator).tolist()
         return make_batch(self.corpus.splits["train"], index).to(self.device)
 
-    def validate(self, split: str = "valid") -> dict[str, float]:
-        return validate(self.model, self.method, self.corpus.splits[split], self.config, self.device)
+    def run_validation(self, split: str = "valid") -> dict[str, float]:
+        return validation_metrics(self.model, self.method, self.corpus.splits[split], self.config, self.device)
 
     # -- run folder ------------------------------------------------------------------
     def prepare_run_dir(self, force: bool) -> None:
-        d = self.run_dir
-        if d.exists() and any((d / f).exists() for f in RUN_FILES):
-            if not force:
-                raise RunError(f"{d} already holds a run; use --resume to continue it or --force to overwrite it")
-            # the old run's files, its evaluations and any temporaries a kill left behind
-            stale = [d / f for f in RUN_FILES] + list(d.glob("eval_*.json")) + list(d.glob(".*.tmp"))
-            for f in stale:
-                f.unlink(missing_ok=True)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(d / "config.json", self.config.to_dict())
-        self.corpus.vocab.save(d)
+        prepare_new_run(self.run_dir, force)
+        atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
+        self.corpus.vocab.save(self.run_dir)
         self._write_state("running")
 
     def _write_state(self, status: str, message: str = "") -> None:
-        atomic_write_json(self.run_dir / "state.json", {
-            "status": status, "message": message, "epoch": self.state.epoch, "step": self.state.step,
-            "version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_state(self.run_dir, status, self.state.epoch, self.state.step, message)
 
-    def save_checkpoint(self, name: str = "last.pt") -> None:
-        atomic_torch_save(self.run_dir / name, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "method": self.method.state_dict(), "state": self.state.__dict__, "rng": _rng_state(),
-            "config": self.config.to_dict(), "vocab_size": len(self.corpus.vocab),
-            "vocab_digest": vocab_digest(self.corpus.vocab)})
+    def save_checkpoint(self) -> None:
+        """last.pt: everything a resumed run needs to continue exactly."""
+        save_checkpoint(self.run_dir / "last.pt", self.config, self.corpus.vocab, model=self.model.state_dict(),
+                        optimizer=self.optimizer.state_dict(), method=self.method.state_dict(),
+                        state=self.state.__dict__, rng=_rng_state())
 
     def load_full_checkpoint(self, path: Path) -> None:
         """Restore model, optimiser, method, loop state and RNGs; a checkpoint of another run is refused."""
         ckpt = load_checkpoint(path)
         if not isinstance(ckpt, dict) or not {"model", "optimizer", "state", "rng"} <= set(ckpt):
             raise RunError(f"checkpoint {path} is not a full training checkpoint (a best.pt or a foreign file?)")
-        if ckpt.get("vocab_size") != len(self.corpus.vocab):
-            raise RunError(f"checkpoint {path} has vocabulary size {ckpt.get('vocab_size')}, "
-                           f"the run's vocabulary has {len(self.corpus.vocab)}")
-        if ckpt.get("vocab_digest", vocab_digest(self.corpus.vocab)) != vocab_digest(self.corpus.vocab):
-            raise RunError(f"checkpoint {path} was trained with another vocabulary than {path.parent}/vocab.json")
-        if "config" in ckpt and ckpt["config"] != self.config.to_dict():
-            changed = _changed_fields(ckpt["config"], self.config.to_dict())
-            raise RunError(f"checkpoint {path} was written with another config than {path.parent}/config.json "
-                           f"(differs in: {', '.join(changed)})")
+        check_checkpoint(ckpt, path, self.corpus.vocab, self.config)
         try:
             self.model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -363,7 +262,7 @@ class Trainer:
         s.partial = {}
         s.batch_in_epoch = 0
         s.epoch += 1
-        valid = self.validate("valid")
+        valid = self.run_validation("valid")
         if not math.isfinite(valid["loss"]):
             raise TrainingDiverged(f"validation loss became {valid['loss']} after epoch {s.epoch} (step {s.step}); "
                                    f"the last good checkpoint is kept")
@@ -388,7 +287,7 @@ class Trainer:
         subset = self.corpus.splits["valid"][: self.config.train.monitor_size]
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # leaves the training RNG (and so resume) untouched
-            valid = validate(self.model, self.method, subset, self.config, self.device)
+            valid = validation_metrics(self.model, self.method, subset, self.config, self.device)
         s = self.state
         append_jsonl(self.run_dir / "monitor.jsonl", {
             "step": s.step, "epoch": s.step / self.steps_per_epoch, "beta": beta,
@@ -418,11 +317,8 @@ class Trainer:
         t, s = self.config.train, self.state
         if valid_loss < s.best_loss:
             s.best_loss, s.best_epoch = valid_loss, s.epoch
-            atomic_torch_save(self.run_dir / "best.pt", {"model": self.model.state_dict(), "epoch": s.epoch,
-                                                         "config": self.config.to_dict(),
-                                                         "vocab_size": len(self.corpus.vocab),
-                                                         "vocab_digest": vocab_digest(self.corpus.vocab),
-                                                         "method": self.method.state_dict()})
+            save_checkpoint(self.run_dir / "best.pt", self.config, self.corpus.vocab,
+                            model=self.model.state_dict(), epoch=s.epoch, method=self.method.state_dict())
         if valid_loss <= s.plateau_loss:
             s.plateau_loss, s.bad_epochs = valid_loss, 0
         else:
@@ -454,17 +350,6 @@ class Trainer:
                 "last": rows[-1] if rows else {}, "device": str(self.device), "version": __version__}
 
 
-def vocab_digest(vocab) -> str:
-    """sha256 of the token list: two vocabularies of the same size still differ here."""
-    return hashlib.sha256("\n".join(vocab.tokens).encode("utf-8")).hexdigest()
-
-
-def _changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return sorted(f"{section}.{k}" for section in set(old) | set(new)
-                  for k in set(old.get(section, {})) | set(new.get(section, {}))
-                  if old.get(section, {}).get(k) != new.get(section, {}).get(k))
-
-
 def _in_main_thread() -> bool:
     import threading
 
@@ -486,24 +371,11 @@ def _fmt(x: float | None) -> str:
 def train_run(config: RunConfig, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
     """Start a new run in run_dir (refused if it already holds one, unless force)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and any((run_dir / f).exists() for f in RUN_FILES) and not force:
-        raise RunError(f"{run_dir} already holds a run; use --resume to continue it or --force to overwrite it")
+    if holds_run(run_dir) and not force:
+        prepare_new_run(run_dir, force)  # raises the one-line refusal before any work
     trainer = Trainer(config, run_dir)
     trainer.prepare_run_dir(force)
     return trainer.fit()
-
-
-def read_run_config(run_dir: str | Path) -> RunConfig:
-    """The RunConfig saved in a run folder."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise RunError(f"{run_dir} holds no run (no config.json)")
-    try:
-        return RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
-        raise RunError(f"{run_dir}/config.json is unreadable ({type(exc).__name__})") from None
-    except ConfigError as exc:
-        raise RunError(f"{run_dir}/config.json: {exc}") from None
 
 
 def resume_run(run_dir: str | Path) -> dict[str, Any]:
@@ -521,17 +393,6 @@ def resume_run(run_dir: str | Path) -> dict[str, Any]:
         if trainer.state.done:
             log.info("%s is already finished (%s)", run_dir, trainer.state.stop_reason)
             return trainer._finish()
-    _truncate_log(run_dir, trainer.state.epoch)
-    _truncate_log(run_dir, trainer.state.step, name="monitor.jsonl", key="step")
+    truncate_log(run_dir, trainer.state.epoch)
+    truncate_log(run_dir, trainer.state.step, name="monitor.jsonl", key="step")
     return trainer.fit()
-
-
-def _truncate_log(run_dir: Path, done: int, name: str = "log.jsonl", key: str = "epoch") -> None:
-    """Drop log rows written after the checkpoint (row[key] > done), and a torn last line (a kill mid-write)."""
-    path = run_dir / name
-    if not path.exists():
-        return
-    rows = read_jsonl(path)
-    kept = [r for r in rows if isinstance(r, dict) and isinstance(r.get(key), int) and r[key] <= done]
-    if len(kept) != len(path.read_text(encoding="utf-8").splitlines()):
-        atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))

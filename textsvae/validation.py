@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .models import TextVAE
 
 
-def validate(model: "TextVAE", method: "Method", sentences: list[list[int]], config: RunConfig,
+def validation_metrics(model: "TextVAE", method: "Method", sentences: list[list[int]], config: RunConfig,
              device: torch.device) -> dict[str, float]:
     """Per-sentence means over the split; a fixed seed makes the one-sample Rec repeatable.
 

@@ -1,8 +1,8 @@
 """Install a named corpus into the data folder: download from its public source, or copy from a
 local folder or mirror URL (`--from`), checking every file's digest.
 
-PTB sha256 digests are those of ../shared/data/README.md; where only a git blob id or an MD5 is
-published (Yahoo train, Yelp) that is what is checked.
+PTB sha256 digests are those of the standard Mikolov files (ptb.{train,valid,test}.txt); where only
+a git blob id or an MD5 is published (Yahoo train, Yelp) that is what is checked.
 """
 from __future__ import annotations
 

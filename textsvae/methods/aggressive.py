@@ -12,7 +12,7 @@ from .base import Method, StepOutput, check, param
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..train import Trainer
+    from .context import SetupContext, TrainingContext
 
 
 @dataclass
@@ -52,11 +52,11 @@ class Aggressive(Method):
         self.generator = torch.Generator()                 # draws the fresh minibatches (CPU indices)
         self._pending: dict[str, Any] = {}                 # optimiser states loaded before the optimisers exist
 
-    def setup(self, trainer: "Trainer") -> None:
-        super().setup(trainer)
-        self.generator.manual_seed(trainer.config.train.seed + 7919)
+    def setup(self, ctx: "SetupContext") -> None:
+        super().setup(ctx)
+        self.generator.manual_seed(ctx.config.train.seed + 7919)
 
-    def _optimizers(self, trainer: "Trainer") -> None:
+    def _optimizers(self, trainer: "TrainingContext") -> None:
         """Build both optimisers on first use (after every setup) and again whenever the trainer's LR changed."""
         lr = trainer.state.lr
         if self.enc_opt is not None and self.lr == lr:
@@ -70,7 +70,7 @@ class Aggressive(Method):
         self._pending = {}
         self.lr = lr
 
-    def _inner_loop(self, trainer: "Trainer", batch: "Batch", beta: float) -> int:
+    def _inner_loop(self, trainer: "TrainingContext", batch: "Batch", beta: float) -> int:
         """Encoder-only steps: the current batch first, then fresh random ones (as in He et al.'s code)."""
         model, p = trainer.model, self.params
         block_loss, block_words, previous = 0.0, 0, math.inf
@@ -93,7 +93,7 @@ class Aggressive(Method):
                 previous, block_loss, block_words = current, 0.0, 0
         return steps
 
-    def train_step(self, trainer: "Trainer", batch: "Batch", beta: float) -> StepOutput:
+    def train_step(self, trainer: "TrainingContext", batch: "Batch", beta: float) -> StepOutput:
         self._optimizers(trainer)
         self.last_inner_steps = self._inner_loop(trainer, batch, beta) if self.aggressive else 0
         self.enc_opt.zero_grad(set_to_none=True)
@@ -105,7 +105,7 @@ class Aggressive(Method):
             self.enc_opt.step()
         return out
 
-    def end_epoch(self, trainer: "Trainer", valid: dict[str, float]) -> None:
+    def end_epoch(self, trainer: "TrainingContext", valid: dict[str, float]) -> None:
         """He et al.: stop the aggressive phase once validation MI does not rise."""
         if not self.aggressive:
             return

@@ -11,7 +11,7 @@ from .base import Method, check, param
 @dataclass
 class AnnealParams:
     start: float = param(0.1, "beta at step 0 (He et al., Kim et al.: 0.1; Li et al., BN-VAE: 0)")
-    epochs: float = param(10.0, "ramp length in epochs (PROTOCOL: 10)")
+    epochs: float = param(10.0, "ramp length in epochs (docs/protocol.md section 3: 10)")
     steps: int = param(0, "ramp length in optimiser steps; > 0 overrides epochs")
 
     def __post_init__(self) -> None:

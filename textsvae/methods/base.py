@@ -18,7 +18,7 @@ from ..metrics import gaussian_kl
 if TYPE_CHECKING:
     from ..data.batching import Batch
     from ..models import TextVAE
-    from ..train import Trainer
+    from .context import SetupContext, TrainingContext
 
 
 class MethodError(ConfigError):
@@ -61,12 +61,13 @@ class Method:
         self.params = params if params is not None else self.Params()
 
     # -- set-up ------------------------------------------------------------------
-    def setup(self, trainer: "Trainer") -> None:
-        """Called once after the model is built and before the optimiser is (e.g. add a BN layer).
+    def setup(self, ctx: "SetupContext") -> None:
+        """Called once after the model is built and before the optimiser is (e.g. add a BN layer),
+        in training and when a run is rebuilt for evaluation (`context.py` lists what ctx holds).
 
-        Overrides call `super().setup(trainer)` first: it refuses the LM for methods that need z.
+        Overrides call `super().setup(ctx)` first: it refuses the LM for methods that need z.
         """
-        if self.needs_latent and trainer.model.is_lm:
+        if self.needs_latent and ctx.model.is_lm:
             raise MethodError(f"method '{self.name}' acts on the latent z; it cannot run with --decoder lm "
                               f"(use --decoder standard or skip)")
 
@@ -102,7 +103,7 @@ class Method:
         return StepOutput(loss, rec, kl)
 
     # -- the step and the epoch -------------------------------------------------------
-    def train_step(self, trainer: "Trainer", batch: "Batch", beta: float) -> StepOutput:
+    def train_step(self, trainer: "TrainingContext", batch: "Batch", beta: float) -> StepOutput:
         """One optimiser step on the whole model (aggressive training overrides this)."""
         trainer.optimizer.zero_grad(set_to_none=True)
         out = self.loss(trainer.model, batch, beta)
@@ -110,7 +111,7 @@ class Method:
         trainer.clip_and_step(trainer.optimizer)
         return out
 
-    def end_epoch(self, trainer: "Trainer", valid: dict[str, float]) -> None:
+    def end_epoch(self, trainer: "TrainingContext", valid: dict[str, float]) -> None:
         """Called after each epoch's validation (phase switches: aggressive, pretrain-fb)."""
 
     # -- checkpointing ------------------------------------------------------------------
@@ -125,5 +126,3 @@ class Method:
         """{parameter: value}, as saved in the run's config.json and accepted back by build_method."""
         return asdict(self.params)
 
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **self.param_values()}

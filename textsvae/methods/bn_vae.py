@@ -12,7 +12,7 @@ from . import register
 from .base import Method, check, param
 
 if TYPE_CHECKING:
-    from ..train import Trainer
+    from .context import SetupContext, TrainingContext
 
 
 class FixedScaleBatchNorm(nn.Module):
@@ -56,10 +56,10 @@ class BNVAE(Method):
     Params = BNVAEParams
     needs_latent = True
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, ctx: "SetupContext") -> None:
         """Install the BN layer on the encoder's mu hook; the Trainer builds the optimiser after this."""
-        super().setup(trainer)
-        model = trainer.model
+        super().setup(ctx)
+        model = ctx.model
         param_like = next(model.encoder.parameters())
         model.encoder.mu_norm = self.make_layer(model.latent_dim).to(param_like.device)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .base import Method, MethodError, NoParams
 
 if TYPE_CHECKING:
-    from ..train import Trainer
+    from .context import SetupContext, TrainingContext
 
 SEPARATOR = "+"
 SINGLE_OWNER_HOOKS = ("beta", "posterior", "decoder_inputs", "kl_term", "loss", "train_step")
@@ -52,11 +52,11 @@ class Composite(Method):
                     if p is not owner:
                         setattr(p, hook, bound)     # and so is every other part's (instance attribute)
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, ctx: "SetupContext") -> None:
         for p in self.parts:
-            p.setup(trainer)
+            p.setup(ctx)
 
-    def end_epoch(self, trainer: "Trainer", valid: dict[str, float]) -> None:
+    def end_epoch(self, trainer: "TrainingContext", valid: dict[str, float]) -> None:
         for p in self.parts:
             p.end_epoch(trainer, valid)
 

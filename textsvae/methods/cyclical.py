@@ -1,7 +1,6 @@
 """Cyclical KL annealing (Fu, Li, Liu, Gao, Celikyilmaz & Carin, NAACL 2019)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,7 @@ from . import register
 from .base import Method, check, param
 
 if TYPE_CHECKING:
-    from ..train import Trainer
+    from .context import SetupContext, TrainingContext
 
 
 @dataclass
@@ -36,12 +35,11 @@ class Cyclical(Method):
         super().__init__(params)
         self.total_steps = float(self.params.total_steps)
 
-    def setup(self, trainer: "Trainer") -> None:
-        super().setup(trainer)
+    def setup(self, ctx: "SetupContext") -> None:
+        super().setup(ctx)
         if self.params.total_steps == 0:
-            t = trainer.config.train
-            n_train = len(trainer.corpus.splits["train"])
-            total = t.epochs * math.ceil(n_train / t.batch_size)
+            t = ctx.config.train
+            total = t.epochs * ctx.steps_per_epoch
             self.total_steps = float(min(total, t.max_steps) if t.max_steps is not None else total)
 
     def beta(self, step: int, epoch: int, steps_per_epoch: int) -> float:

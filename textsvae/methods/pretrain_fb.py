@@ -13,7 +13,7 @@ from .base import Method, check, param
 from .free_bits import MODES, free_bits_kl
 
 if TYPE_CHECKING:
-    from ..train import Trainer
+    from .context import SetupContext, TrainingContext
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class PretrainFB(Method):
             return super().kl_term(mu, logvar)  # weighted by beta = 0 anyway
         return free_bits_kl(mu, logvar, self.params.target, self.params.mode)
 
-    def end_epoch(self, trainer: "Trainer", valid: dict[str, float]) -> None:
+    def end_epoch(self, trainer: "TrainingContext", valid: dict[str, float]) -> None:
         if self.pretraining and trainer.state.epoch >= self.params.pretrain_epochs and trainer.state.done:
             # no epoch is left to train (or validate) a reset decoder: keep the autoencoder that was validated
             log.warning("pretrain-fb: the run ends during autoencoder pretraining (epoch %d of pretrain_epochs=%d); "

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..metrics import gaussian_kl
+from ..fast_paths import fast_paths
+from ..metrics import gaussian_kl, sample_diag_gaussian
 from . import register
 from .base import Method, check, param
 
@@ -30,16 +31,11 @@ def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Ten
     Kim et al.'s backward pass, the gradient reaching each step's (mu, logvar) is clipped too (per
     example, see _backward_row_limit), without which it can grow geometrically over the K steps.
     """
-    decoder = model.decoder
-    fused = getattr(decoder, "fused_loss", False)
-    if differentiable:
-        decoder.fused_loss = False  # the fused softmax + cross-entropy is not twice differentiable
-    try:
-        return _svi(model, batch, mu, logvar, steps, lr, momentum, max_grad_norm, differentiable, generator,
-                    svi_batch)
-    finally:
-        if fused:
-            decoder.fused_loss = fused
+    args = (model, batch, mu, logvar, steps, lr, momentum, max_grad_norm, differentiable, generator, svi_batch)
+    if not differentiable:
+        return _svi(*args)
+    with fast_paths(fused_output=False):  # the fused softmax + cross-entropy is not twice differentiable
+        return _svi(*args)
 
 
 def _svi(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tensor, steps: int, lr: float,
@@ -59,7 +55,7 @@ def _svi(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tenso
         for _ in range(steps):
             mu, logvar = lam[:, :nz], lam[:, nz:]
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-            z = mu + torch.exp(0.5 * logvar) * eps
+            z = sample_diag_gaussian(mu, logvar, eps)
             neg_elbo = -model.log_px_given_z(batch, z) + gaussian_kl(mu, logvar).sum(-1)     # (B,)
             # rows are independent, so the gradient of the sum is each row's own gradient
             (grad,) = torch.autograd.grad(neg_elbo.sum() / svi_batch, lam, create_graph=differentiable)

@@ -1,15 +1,15 @@
 """End to end, the CPU fast paths off and on in one process, alternating, at a preset.
 
-    python benchmarks/fast_paths.py --threads 2
+    python benchmarks/perf/fast_paths.py --threads 2
 
-A noisy machine drifts by 10-25% within minutes (see `results/perf.md`), more than these paths
+The switches are `textsvae.fast_paths`'. A noisy machine drifts within minutes (see `results/perf.md`), by more than these paths
 change, so each variant runs on the same work in turn and the totals are compared:
 - IW-NLL with K samples: every group of --group test sentences is scored by each variant in turn
-  (the order rotating from group to group); variants are the plain paths, `ops.FEWER_PASSES`
+  (the order rotating from group to group); variants are the plain paths, `fewer_passes`
   alone, and that with `sample_lstm` (the shipped code). Their IW-NLL must agree.
 - training steps: every batch is trained on by each variant in turn (the plain paths,
-  `ops.FEWER_PASSES`, for the skip decoder that with `ops.Z_TERM_PER_SAMPLE`, then with
-  `optim.SPARSE_EMBEDDINGS`, the shipped code, when the preset trains with plain SGD), from
+  `fewer_passes`, for the skip decoder that with `z_term_per_sample`, then with
+  `sparse_embeddings`, the shipped code, when the preset trains with plain SGD), from
   the same weights and optimiser state (restored after each variant's step), so both do the same
   arithmetic (with their own dropout draws).
 """
@@ -19,19 +19,18 @@ import argparse
 import copy
 import sys
 import time
-from pathlib import Path
 
-VARIANTS = {"plain": (False, False), "fewer passes": (True, False), "fewer passes + sample_lstm": (True, True)}
+from timing import fp32_cpu_trainer  # a sibling: this folder is on sys.path
 
-
-def _set(variant: str) -> None:
-    from textsvae import ops, sample_lstm
-
-    ops.FEWER_PASSES, sample_lstm.ENABLED = VARIANTS[variant]
+# textsvae.fast_paths switches per variant
+VARIANTS = {"plain": dict(fewer_passes=False, sample_lstm=False),
+            "fewer passes": dict(fewer_passes=True, sample_lstm=False),
+            "fewer passes + sample_lstm": dict(fewer_passes=True, sample_lstm=True)}
 
 
 def iwnll(trainer, cfg, args) -> list[str]:
     from textsvae.evaluation import evaluate_model
+    from textsvae.fast_paths import fast_paths
 
     sentences = trainer.corpus.splits["test"][: args.sentences]
     trainer.model.eval()
@@ -41,12 +40,12 @@ def iwnll(trainer, cfg, args) -> list[str]:
     for g, start in enumerate(range(0, len(sentences), args.group)):
         group = sentences[start:start + args.group]
         for name in names[g % len(names):] + names[: g % len(names)]:
-            _set(name)
-            began = time.perf_counter()
-            result = evaluate_model(trainer.model, trainer.method, group, cfg.eval, trainer.device, iw_samples=args.k)
-            seconds[name] += time.perf_counter() - began
+            with fast_paths(**VARIANTS[name]):
+                began = time.perf_counter()
+                result = evaluate_model(trainer.model, trainer.method, group, cfg.eval, trainer.device,
+                                        iw_samples=args.k)
+                seconds[name] += time.perf_counter() - began
             nll[name].append(result["iw_nll"] * len(group))
-    _set("fewer passes + sample_lstm")
     base = seconds["plain"]
     out = []
     for name in names:
@@ -56,25 +55,30 @@ def iwnll(trainer, cfg, args) -> list[str]:
     return out
 
 
-# (ops.FEWER_PASSES, ops.Z_TERM_PER_SAMPLE, optim.SPARSE_EMBEDDINGS); the z term applies to the skip decoder only
-TRAIN_VARIANTS = {"plain": (False, False, False), "fewer passes": (True, False, False),
-                  "fewer passes + z term per sample": (True, True, False),
-                  "+ sparse embedding gradients": (True, True, True)}
+# textsvae.fast_paths switches per variant; the z term applies to the skip decoder only
+TRAIN_VARIANTS = {
+    "plain": dict(fewer_passes=False, z_term_per_sample=False, sparse_embeddings=False),
+    "fewer passes": dict(fewer_passes=True, z_term_per_sample=False, sparse_embeddings=False),
+    "fewer passes + z term per sample": dict(fewer_passes=True, z_term_per_sample=True, sparse_embeddings=False),
+    "+ sparse embedding gradients": dict(fewer_passes=True, z_term_per_sample=True, sparse_embeddings=True)}
 
 
 def train(trainer, args) -> list[str]:
-    from textsvae import ops, optim
+    from textsvae import optim
+    from textsvae.fast_paths import fast_paths
 
     batches = trainer.train_batches(0)
     model, method, t = trainer.model, trainer.method, trainer.config.train
     names = list(TRAIN_VARIANTS) if model.decoder.skip else [n for n in TRAIN_VARIANTS if "z term" not in n]
     seconds = dict.fromkeys(names, 0.0)
 
-    def use(name: str) -> None:
-        ops.FEWER_PASSES, ops.Z_TERM_PER_SAMPLE, optim.SPARSE_EMBEDDINGS = TRAIN_VARIANTS[name]
+    def use(name: str):
+        """The variant's switches for a block; the embeddings' sparse flag is set inside it."""
+        context = fast_paths(**TRAIN_VARIANTS[name])
+        context.__enter__()
         optim.sparse_embeddings(model, t.optimizer, t.momentum)
+        return context
 
-    use(names[-1])
     for _ in range(args.warmup):
         method.train_step(trainer, next(batches), 1.0)
     tokens = 0
@@ -85,12 +89,13 @@ def train(trainer, args) -> list[str]:
         for name in names[step % len(names):] + names[: step % len(names)]:
             model.load_state_dict(weights)
             trainer.optimizer.load_state_dict(optimiser)
-            use(name)
+            context = use(name)
             began = time.perf_counter()
             method.train_step(trainer, batch, 1.0)
             seconds[name] += time.perf_counter() - began
+            context.__exit__(None, None, None)
         tokens += batch.n_targets
-    use(names[-1])
+    optim.sparse_embeddings(model, t.optimizer, t.momentum)
     return [f"| training, {args.steps} steps | {name} | {seconds[name]:.1f} s | "
             f"x{seconds['plain'] / seconds[name]:.2f} | {tokens / seconds[name]:.0f} tok/s |" for name in names]
 
@@ -98,7 +103,7 @@ def train(trainer, args) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="ptb")
-    p.add_argument("--data", default="../shared/data/ptb")
+    p.add_argument("--data", default="ptb", help="a corpus folder or an installed corpus name")
     p.add_argument("--decoders", default="standard,skip")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--k", type=int, default=500)
@@ -117,19 +122,9 @@ def main() -> None:
 
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from perf import _trainer  # the same set-up as the perf cases
-
-    from textsvae.config import ConfigError
-    from textsvae.data.corpus import CorpusError
-
     rows = []
     for decoder in decoders:
-        try:
-            trainer, cfg = _trainer(argparse.Namespace(preset=args.preset, data=args.data, threads=args.threads),
-                                    decoder, "fp32")
-        except (ConfigError, CorpusError) as exc:
-            raise SystemExit(f"fast_paths.py: error: {exc}") from None
+        trainer, cfg = fp32_cpu_trainer("fast_paths.py", args.preset, args.data, args.threads, decoder)  # as perf.py
         torch.set_num_threads(args.threads)
         print(f"... {decoder}", file=sys.stderr, flush=True)
         found = (iwnll(trainer, cfg, args) if "iwnll" in cases else []) + (train(trainer, args) if "train" in cases else [])

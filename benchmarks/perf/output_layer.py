@@ -1,6 +1,6 @@
 """The fused output layer + cross-entropy (`textsvae/ops.py`) with its logit rows aligned or not, side by side.
 
-    python benchmarks/output_layer.py --vocab 10002 --threads 2
+    python benchmarks/perf/output_layer.py --vocab 10002 --threads 2
 
 PTB's vocabulary has 10,002 entries. This times, in one process and alternating so the machine's
 drift hits every variant alike (best of --reps repetitions each):
@@ -19,20 +19,8 @@ how close to the probe a step built of these kernels can come.
 from __future__ import annotations
 
 import argparse
-import time
 
-
-def best_seconds(variants: dict, reps: int) -> dict[str, float]:
-    """Each variant's fastest call over reps rounds, the variants interleaved within a round."""
-    for fn in variants.values():
-        fn()
-    best = {name: float("inf") for name in variants}
-    for _ in range(reps):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+from timing import best_seconds  # a sibling: this folder is on sys.path
 
 
 def main() -> None:

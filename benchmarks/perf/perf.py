@@ -1,8 +1,8 @@
 """Speed and memory of training and evaluation beside a matmul probe of the same machine, in one run.
 
-    python benchmarks/perf.py --preset ptb --data ../shared/data/ptb --threads 2 \
+    python benchmarks/perf/perf.py --preset ptb --data ptb --threads 2 \
         --decoders standard,skip --precisions fp32,bf16 --out results/perf.json
-    python benchmarks/perf.py --device cuda --preset ptb --precisions fp32,bf16 --out perf-gpu.json
+    python benchmarks/perf/perf.py --device cuda --preset ptb --precisions fp32,bf16 --out perf-gpu.json
 
 Each case runs in its own subprocess (so its peak memory is its own) one after another:
 - `matmul`: the best of fp32 (and bf16) square matmuls of sizes 1024-4096, the machine's reference rate;
@@ -17,7 +17,7 @@ Each case runs in its own subprocess (so its peak memory is its own) one after a
 - `reseed`: the fp32 training case again with other dropout draws (same init, same batches): how far
   two fp32 runs' validation losses drift apart, the yardstick for the bf16 run's difference.
 Each timed case also probes the fp32 matmul rate in its own process just before and just after its timing
-(this machine's speed drifts by 10-25% over minutes); its ratio is against the faster of the two. The
+(a machine's speed can drift within minutes); its ratio is against the faster of the two. The
 training and IW-NLL cases run in --slices slices with a shorter probe of the same sizes
 (--slice-probe-seconds each) after each, and a second ratio is against those probes'
 time-weighted rate during the case.
@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from textsvae.io import atomic_write_text
+from timing import macs_per_target, matmul_rate, preset_trainer, sync  # a sibling: this folder is on sys.path
 
 
 def _reset_peak_rss() -> None:
@@ -60,31 +61,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def macs_per_target(cfg, vocab_size: int) -> dict[str, float]:
-    """Multiply-adds per target token of each part at this config."""
-    m = cfg.model
-    nz = m.latent_dim if m.decoder != "lm" else 0
-    skip_nz = nz if m.decoder == "skip" else 0
-    enc = 4 * m.enc_hidden * (m.emb_dim + m.enc_hidden) if m.decoder != "lm" else 0
-    dec = 4 * m.dec_hidden * (m.emb_dim + nz + m.dec_hidden)
-    dec += (m.dec_layers - 1) * 4 * m.dec_hidden * (m.dec_hidden + skip_nz + m.dec_hidden)
-    out = (m.dec_hidden + skip_nz) * vocab_size
-    return {"encoder": enc, "decoder": dec, "output": out}
-
-
 # square matmul sizes: of the `matmul` case, and of the probes taken in each case's process
 MATMUL_SIZES = {"cpu": (1024, 2048, 4096), "cuda": (4096, 8192)}
 PROBE_SIZES = {"cpu": (2048, 4096), "cuda": (8192,)}
 CPU_ONLY_CASES = {"pack", "iwpack"}  # they pack CPU threads
 DEFAULT_CASES = "matmul,train,reseed,pack,iwnll,iwpack,miau"
-
-
-def _sync(device) -> None:
-    """Wait for the device's queued work (a GPU runs asynchronously); nothing to wait for on the CPU."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device) -> None:
@@ -102,31 +83,6 @@ def _peak_mb(device) -> float:
 
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
     return _peak_rss_mb()
-
-
-def matmul_rate(dtype, sizes=MATMUL_SIZES["cpu"], seconds: float = 1.0, device=None) -> float:
-    """The best GFLOP/s of square matmuls of these sizes (the most favourable: ratios to it are conservative).
-
-    On a GPU the products are queued 10 at a time and the clock read after each synchronize.
-    """
-    import torch
-
-    device = device or torch.device("cpu")
-    group = 10 if device.type == "cuda" else 1
-    best = 0.0
-    for n in sizes:
-        a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-        a @ b
-        _sync(device)
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            for _ in range(group):
-                a @ b
-            _sync(device)
-            reps += group
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start) / 1e9)
-    return best
-
 
 
 def probed_slices(work: list, probe_seconds: float, device, sizes) -> tuple[list, float, float, float]:
@@ -150,7 +106,7 @@ def probed_slices(work: list, probe_seconds: float, device, sizes) -> tuple[list
     for fn in work:
         start = time.perf_counter()
         results.append(fn())
-        _sync(device)
+        sync(device)
         seconds.append(time.perf_counter() - start)
         peak = max(peak, _peak_mb(device))
         rates.append(probe())
@@ -179,13 +135,7 @@ def case_matmul(args) -> dict:
 
 
 def _trainer(args, decoder: str, precision: str):
-    from textsvae.config import apply_overrides, preset_config
-    from textsvae.train import Trainer
-
-    cfg = apply_overrides(preset_config(args.preset), {
-        "data": args.data, "decoder": decoder, "precision": precision, "eval_precision": precision,
-        "progress": False, "threads": args.threads, "seed": 0, "device": args.device})
-    return Trainer(cfg, "/nonexistent-perf-run"), cfg
+    return preset_trainer(args.preset, args.data, args.threads, decoder, precision, args.device)
 
 
 def case_train(args, decoder: str, precision: str, dropout_seed: int | None = None) -> dict:
@@ -194,7 +144,7 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
     trainer, cfg = _trainer(args, decoder, precision)
     if dropout_seed is not None:  # the model is already initialised: only the dropout draws change
         torch.manual_seed(dropout_seed)
-    macs = macs_per_target(cfg, len(trainer.corpus.vocab))
+    macs = macs_per_target(cfg.model, len(trainer.corpus.vocab))
     batches = itertools.chain.from_iterable(map(trainer.train_batches, itertools.count()))  # epoch after epoch
     for _ in range(args.warmup):
         trainer.method.train_step(trainer, next(batches), 1.0)
@@ -214,7 +164,7 @@ def case_train(args, decoder: str, precision: str, dropout_seed: int | None = No
                                                         _probe_sizes(args))
     rate = sum(tokens) / seconds
     trainer.model.set_precision("fp32")  # compare precisions on the same fp32 validation
-    valid = trainer.validate("valid")
+    valid = trainer.run_validation("valid")
     return {"tokens_per_s": rate, "gflops": 6 * sum(macs.values()) * rate / 1e9, "steps": args.steps,
             "seconds": seconds, "probe_gflops_during": probe_during, "work_peak_mb": peak,
             "valid_loss_after_steps": valid["loss"], "epoch_seconds_est": trainer.corpus.tokens("train") / rate,
@@ -230,7 +180,7 @@ def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
 
     trainer, cfg = _trainer(args, decoder, precision)
     cfg = replace(cfg, eval=replace(cfg.eval, workers=workers))
-    macs = macs_per_target(cfg, len(trainer.corpus.vocab))
+    macs = macs_per_target(cfg.model, len(trainer.corpus.vocab))
     sentences = trainer.corpus.splits["test"][: args.eval_sentences]
     trainer.model.eval()
 
@@ -273,10 +223,10 @@ def case_miau(args, decoder: str, precision: str) -> dict:
         params = [trainer.model.encode(b.to(trainer.device)) for b in iterate_batches(sentences, cfg.eval.eval_batch_size)]
     mu = torch.cat([p[0] for p in params]).double()
     logvar = torch.cat([p[1] for p in params]).double()
-    _sync(trainer.device)
+    sync(trainer.device)
     encoded = time.perf_counter()
     result = latent_metrics(mu, logvar, cfg.eval, trainer.device)
-    _sync(trainer.device)
+    sync(trainer.device)
     done = time.perf_counter()
     return {"sentences": len(sentences), "encode_seconds": encoded - start, "mi_au_seconds": done - encoded,
             "seconds": done - start, "mi": result["mi"], "au": result["au"]}
@@ -293,11 +243,12 @@ CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwn
 def run_child(args) -> None:
     from textsvae.config import ConfigError
     from textsvae.data.corpus import CorpusError
-    from textsvae.train import RunError
+    from textsvae.device import DeviceError
+    from textsvae.rundir import RunError
 
     try:
         _run_case(args)
-    except (ConfigError, CorpusError, RunError) as exc:  # a bad --data, --preset, --decoders or precision: one line
+    except (ConfigError, CorpusError, RunError, DeviceError) as exc:  # a bad --data, --preset, --decoders or precision: one line
         print(f"perf.py: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
@@ -311,7 +262,7 @@ def _probe_sizes(args) -> tuple[int, ...]:
 def _run_case(args) -> None:
     import torch
 
-    from textsvae.train import resolve_device
+    from textsvae.device import resolve_device
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -335,7 +286,7 @@ def _run_case(args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="ptb")
-    p.add_argument("--data", default="../shared/data/ptb")
+    p.add_argument("--data", default="ptb", help="a corpus folder or an installed corpus name")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--decoders", default="standard,skip")
     p.add_argument("--precisions", default="fp32,bf16")
@@ -376,10 +327,10 @@ def main() -> None:
     if args.case:
         return run_child(args)
     try:
-        from textsvae.train import RunError, resolve_device
+        from textsvae.device import DeviceError, resolve_device
 
         resolve_device(args.device)
-    except RunError as exc:
+    except DeviceError as exc:
         p.error(str(exc))
     rows = []
     plan = []

@@ -1,22 +1,22 @@
 """Where the time goes: torch.profiler over training steps or an IW-NLL pass at a preset.
 
-    python benchmarks/time_profile.py train --decoder skip --threads 2
-    python benchmarks/time_profile.py iwnll --decoder skip --threads 2 --sentences 10
+    python benchmarks/perf/time_profile.py train --decoder skip --threads 2
+    python benchmarks/perf/time_profile.py iwnll --decoder skip --threads 2 --sentences 10
 
 Prints the ops with the most self CPU time (the same model, data and code paths as `perf.py`).
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
+
+from timing import fp32_cpu_trainer  # a sibling: this folder is on sys.path
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["train", "iwnll"])
     p.add_argument("--preset", default="ptb")
-    p.add_argument("--data", default="../shared/data/ptb")
+    p.add_argument("--data", default="ptb", help="a corpus folder or an installed corpus name")
     p.add_argument("--decoder", default="skip", choices=["standard", "skip"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=20, help="profiled training steps")
@@ -30,18 +30,9 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from perf import _trainer  # the same set-up as the perf cases
-
-    from textsvae.config import ConfigError
-    from textsvae.data.corpus import CorpusError
     from textsvae.evaluation import evaluate_model
 
-    try:
-        trainer, cfg = _trainer(argparse.Namespace(preset=args.preset, data=args.data, threads=args.threads),
-                                args.decoder, "fp32")
-    except (ConfigError, CorpusError) as exc:
-        raise SystemExit(f"time_profile.py: error: {exc}") from None
+    trainer, cfg = fp32_cpu_trainer("time_profile.py", args.preset, args.data, args.threads, args.decoder)  # as perf's
     torch.set_num_threads(args.threads)
     if args.what == "train":
         batches = trainer.train_batches(0)

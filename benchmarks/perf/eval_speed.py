@@ -1,14 +1,14 @@
 """Seconds for IW-NLL with K = 500 over the PTB test split (3,761 sentences) at the `ptb` preset.
 
-    OMP_NUM_THREADS=2 python benchmarks/eval_speed.py --data ../shared/data/ptb --threads 2
-    python benchmarks/eval_speed.py --limit 100 --iw-samples 500 --decoder skip --json
+    OMP_NUM_THREADS=2 python benchmarks/perf/eval_speed.py --data ptb --threads 2
+    python benchmarks/perf/eval_speed.py --limit 100 --iw-samples 500 --decoder skip --json
 
 Sentences and importance samples are decoded together (batches of B sentences x S samples, S set
 by eval.mem_budget_mb). The model is a fresh `ptb`-preset model unless --run gives a trained run
 (speed does not depend on the weights). A fp32 matmul probe runs in the same process, and the
 achieved rate is quoted as a fraction of it, counting forward FLOPs as
 2 x (multiply-adds of the decoder LSTM + the output layer) per target token per sample.
-The reference code scores one sentence at a time (about 48 min for this split on the lead's machine).
+The reference code scores one sentence at a time.
 """
 from __future__ import annotations
 
@@ -18,21 +18,8 @@ import os
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
-from perf import _sync, matmul_rate  # this folder is on sys.path when run as a script
-
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
-
-
-def decoder_macs_per_target(model_cfg, vocab_size: int) -> int:
-    """Multiply-adds per target token per sample: LSTM layers 4H(in + H), output layer (H [+ D]) x V."""
-    nz = 0 if model_cfg.decoder == "lm" else model_cfg.latent_dim
-    skip = nz if model_cfg.decoder == "skip" else 0
-    h = model_cfg.dec_hidden
-    lstm = 4 * h * (model_cfg.emb_dim + nz + h) + (model_cfg.dec_layers - 1) * 4 * h * (h + skip + h)
-    return lstm + (h + skip) * vocab_size
-
+from timing import macs_per_target, matmul_rate, sync  # a sibling: this folder is on sys.path
 
 def matmul_gflops(device, seconds: float = 2.0) -> float:
     """fp32 rate of a square matmul (n = 1024 on CPU, 8192 on GPU; TF32 off), in GFLOP/s."""
@@ -49,7 +36,7 @@ def build(args):
     from textsvae.evaluation import load_model, split_sentences
     from textsvae.methods import build_method
     from textsvae.models import TextVAE
-    from textsvae.train import resolve_device
+    from textsvae.device import resolve_device
 
     if args.run:
         model, method, config, vocab, device = load_model(args.run, args.device)
@@ -67,7 +54,8 @@ def build(args):
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=os.environ.get("TEXTSVAE_PTB", str(DEFAULT_DATA)), help="PTB folder")
+    p.add_argument("--data", default=os.environ.get("TEXTSVAE_PTB", "ptb"),
+                   help="a PTB folder or the installed corpus name (default ptb)")
     p.add_argument("--run", default=None, help="Use this trained run's best model instead of a fresh one")
     p.add_argument("--limit", type=int, default=None, help="Only the first N test sentences")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -94,14 +82,15 @@ def main(argv: list[str] | None = None) -> dict:
                    mem_budget_mb=args.mem_budget_mb or ecfg.mem_budget_mb)
     probe = matmul_gflops(device, args.probe_seconds)
     score_sentences(model, method, sentences[:4], ecfg, device, iw_samples=2)  # warm-up
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     scores = score_sentences(model, method, sentences, ecfg, device, iw_samples=args.iw_samples)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     targets = int(scores.n_tokens.sum())
     k = 1 if model.is_lm else args.iw_samples
-    flops = 2 * decoder_macs_per_target(model.cfg, model.vocab_size) * targets * k
+    macs = macs_per_target(model.cfg, model.vocab_size)
+    flops = 2 * (macs["decoder"] + macs["output"]) * targets * k
     row = {"sentences": len(sentences), "split_sentences": n_split, "targets": targets, "iw_samples": k,
            "decoder": model.cfg.decoder, "seconds": seconds, "sentences_per_s": len(sentences) / seconds,
            "full_split_seconds_est": seconds * n_split / len(sentences), "gflops": flops / seconds / 1e9,

@@ -1,6 +1,6 @@
 """The small kernels behind this suite's CPU speed choices, each beside its alternative, in one process.
 
-    python benchmarks/kernels.py --threads 2
+    python benchmarks/perf/kernels.py --threads 2
 
 Every pair alternates within each round and keeps its best time over --reps rounds, so the
 machine's drift hits both alike:
@@ -9,7 +9,7 @@ machine's drift hits both alike:
 - `nn.Dropout` vs `textsvae.dropout.Dropout`, forward + backward on a (32, 22, 256) decoder input;
 - the skip decoder's output layer without gradients: [h ; z] concatenated per row vs z's term
   once per sample (`ops.skip_cross_entropy`), 6000 rows of 22 steps, with the largest difference;
-- the fused output layer (`ops.linear_cross_entropy`, H = 256) with ops.FEWER_PASSES off and on:
+- the fused output layer (`ops.linear_cross_entropy`, H = 256) with the fewer_passes fast path off and on:
   forward + backward over 900 rows (a training step) and forward over 6000 rows (IW-NLL);
 - the decoder's first LSTM layer without gradients over 12 sentences x 50 samples of 22 steps
   (one IW-NLL chunk at the default eval.mem_budget_mb): nn.LSTM over the repeated input vs
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import argparse
 
+from timing import best_seconds  # a sibling: this folder is on sys.path
+
 
 def best_ms(variants: dict, reps: int) -> dict[str, float]:
-    """output_layer.best_seconds (interleaved, best of reps), in milliseconds."""
-    from output_layer import best_seconds  # this folder is on sys.path when run as a script
-
+    """timing.best_seconds (interleaved, best of reps), in milliseconds."""
     return {name: seconds * 1e3 for name, seconds in best_seconds(variants, reps).items()}
 
 
@@ -46,6 +46,7 @@ def main() -> None:
 
     from textsvae import ops
     from textsvae.dropout import Dropout
+    from textsvae.fast_paths import fast_paths
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -89,11 +90,8 @@ def main() -> None:
 
     def passes(on: bool, fn):
         def run():
-            ops.FEWER_PASSES = on
-            try:
+            with fast_paths(fewer_passes=on):
                 return fn()
-            finally:
-                ops.FEWER_PASSES = True
         return run
 
     w_train = (torch.randn(V, H) * 0.05).requires_grad_()
@@ -101,12 +99,12 @@ def main() -> None:
     h_train, t_train = torch.randn(900, H).requires_grad_(), torch.randint(V, (900,))
     train = lambda: ops.linear_cross_entropy(h_train, w_train, b_train, t_train).sum().backward()  # noqa: E731
     t = best_ms({"off": passes(False, train), "on": passes(True, train)}, args.reps)
-    rows.append(("output layer fwd + bwd, 900 rows", "FEWER_PASSES off", t["off"], "on", t["on"], ""))
+    rows.append(("output layer fwd + bwd, 900 rows", "fewer_passes off", t["off"], "on", t["on"], ""))
     with torch.no_grad():
         evaluate = lambda: ops.linear_cross_entropy(h, weight[:, :H], bias, targets)  # noqa: E731
         diff = float((passes(False, evaluate)() - passes(True, evaluate)()).abs().max())
         t = best_ms({"off": passes(False, evaluate), "on": passes(True, evaluate)}, args.reps)
-    rows.append((f"output layer no grad, {N} rows", "FEWER_PASSES off", t["off"], "on", t["on"],
+    rows.append((f"output layer no grad, {N} rows", "fewer_passes off", t["off"], "on", t["on"],
                  f"max |diff| {diff:.1e} nats"))
 
     from textsvae import sample_lstm
