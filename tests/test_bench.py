@@ -5,7 +5,6 @@ import json
 import operator
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +16,8 @@ from textsvae.grid import BenchmarkError, load_benchmark, run_id
 from textsvae.locks import LockBusy, acquire_lock
 from textsvae.cli import cli
 from textsvae.config import ConfigError, apply_overrides
-from textsvae.executor import LocalProcessExecutor, parse_jobs, threads_per_job
+from textsvae.executors import parse_jobs, threads_per_job
+from textsvae.executors.local import LocalProcessExecutor
 from textsvae.results import load_results
 
 GRID = """
@@ -123,7 +123,7 @@ def test_jobs_and_threads():
     assert parse_jobs("auto", 3, gpu=True) == 1
     assert 1 <= parse_jobs("auto", 3, gpu=False) <= 3
     assert parse_jobs("2", 10, gpu=False) == 2
-    from textsvae.executor import available_cores
+    from textsvae.executors import available_cores
 
     cores = available_cores()
     assert threads_per_job(1) == cores
@@ -231,3 +231,28 @@ def test_cli_errors_are_one_line(tmp_path):
     assert out.exit_code == 2 and "--jobs must be a positive integer" in out.output
     out = runner.invoke(cli, ["table", "quick", "--results", str(tmp_path / "missing")])
     assert out.exit_code == 2 and "results folder not found" in out.output
+
+
+def test_executors_are_a_registry_with_one_line_errors():
+    """An engine is a factory registered by name; an unknown name lists the valid ones, a duplicate fails."""
+    from textsvae.executors import EXECUTORS, make_executor, register_executor
+    from textsvae.executors.base import Executor
+
+    class Reversed(Executor):
+        def map_unordered(self, fn, tasks):
+            for task in reversed(list(tasks)):
+                self._started(task)
+                yield fn(task)
+
+    register_executor("reversed-test")(lambda jobs: Reversed())
+    try:
+        started = []
+        executor = make_executor(1, "reversed-test")
+        executor.on_start(started.append)
+        assert list(executor.map_unordered(operator.neg, [1, 2, 3])) == [-3, -2, -1] and started == [3, 2, 1]
+        with pytest.raises(ConfigError, match="already registered"):
+            register_executor("reversed-test")(lambda jobs: Reversed())
+    finally:
+        EXECUTORS.pop("reversed-test")
+    with pytest.raises(ConfigError, match=r"unknown executor 'nope'; valid executors: local"):
+        make_executor(1, "nope")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from textsvae.decoders import decoder_names, latent_decoder_names
 from textsvae.config import ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
 from textsvae.evaluation import iw_log_weights, iw_nll, posterior, sentence_noise
@@ -71,7 +72,7 @@ def device_trainer(tmp_path: Path, corpus: Path, name: str, decoder: str, device
     return Trainer(config, tmp_path / "run", method=build_method(name, PARAMS.get(name, {})))
 
 
-TRAINED = [(name, decoder) for name in method_names() for decoder in ("standard", "skip", "lm")
+TRAINED = [(name, decoder) for name in method_names() for decoder in decoder_names()
            if decoder != "lm" or not build_method(name).needs_latent]
 
 
@@ -101,7 +102,7 @@ def test_sparse_embedding_gradients_stay_on_the_cpu():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("decoder", ["standard", "skip"])
+@pytest.mark.parametrize("decoder", latent_decoder_names())
 def test_iw_scoring_of_a_batch_makes_no_host_sync(decoder, device):
     """posterior, the chunked IW log-weights and the IW-NLL of one evaluation batch, as on a GPU."""
     model = TextVAE(30, ModelConfig(decoder=decoder, emb_dim=8, enc_hidden=8, dec_hidden=8,
@@ -118,7 +119,7 @@ def test_iw_scoring_of_a_batch_makes_no_host_sync(decoder, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("decoder", ["standard", "skip", "lm"])
+@pytest.mark.parametrize("decoder", decoder_names())
 def test_scoring_an_evaluation_batch_reads_nothing_back(decoder, device):
     """score_sentences' work per batch (the copies to the device included) leaves its scores on the device:
     the host reads them once, after the last batch."""
@@ -145,7 +146,7 @@ SENTENCES = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17, 18, 19], [20, 2
 
 
 @CUDA
-@pytest.mark.parametrize("decoder", ["standard", "skip"])
+@pytest.mark.parametrize("decoder", latent_decoder_names())
 def test_log_likelihood_and_its_gradients_on_the_gpu_equal_the_cpu(decoder):
     """cuDNN's LSTMs (IEEE fp32, see device.exact_fp32_lstms) and the row-max softmax against the CPU's paths."""
     from textsvae.device import resolve_device
@@ -166,7 +167,7 @@ def test_log_likelihood_and_its_gradients_on_the_gpu_equal_the_cpu(decoder):
 
 
 @CUDA
-@pytest.mark.parametrize("decoder", ["standard", "skip"])
+@pytest.mark.parametrize("decoder", latent_decoder_names())
 def test_iw_nll_on_the_gpu_equals_the_cpu(decoder):
     """The same per-sentence draws (CPU generators keyed by sentence) give the same IW-NLL on both devices."""
     from textsvae.config import EvalConfig

@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from textsvae.decoders import latent_decoder_names
 from textsvae.cli import cli
 from textsvae.config import ConfigError, EvalConfig, ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
@@ -54,7 +55,7 @@ def _assert_same(a: dict, b: dict, rtol: float = 1e-5) -> None:
 
 
 # -- invariances ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("decoder", ["standard", "skip"])
+@pytest.mark.parametrize("decoder", latent_decoder_names())
 def test_metrics_do_not_depend_on_batch_size_chunking_or_repetition(decoder):
     """Every draw is keyed by (eval_seed, sentence position), so the eval batch size, the memory budget
     (samples per chunk) and a second call leave every metric unchanged (up to float rounding)."""

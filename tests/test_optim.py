@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from textsvae.fast_paths import fast_paths
-from textsvae import optim
 from textsvae.config import ModelConfig
 from textsvae.data.batching import make_batch
 from textsvae.models import TextVAE

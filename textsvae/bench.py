@@ -148,7 +148,7 @@ def provenance() -> dict[str, Any]:
             commit += "-dirty"
     except (OSError, subprocess.SubprocessError):
         pass
-    from .executor import available_cores
+    from .executors import available_cores
 
     machine = f"{platform.machine()} {available_cores()} cores"
     try:
@@ -167,7 +167,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
 
     threads: torch threads per run (default cores // jobs).
     """
-    from .executor import make_executor, parse_jobs, threads_per_job
+    from .executors import make_executor, parse_jobs, threads_per_job
 
     import torch
 

@@ -10,6 +10,7 @@ import click
 
 from .config import ConfigError, RunConfig, apply_overrides, preset_config
 from .decoders import decoder_names
+from .executors import executor_names
 
 
 class UserError(click.ClickException):
@@ -232,8 +233,10 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, plu
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads per run (default cores // jobs).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
+@click.option("--executor", "engine", type=click.Choice(executor_names()), default="local", show_default=True,
+              help="Where the runs execute (textsvae/executors/).")
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
-def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, dry_run):
+def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, dry_run):
     """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
 
     Without NAME, list the benchmarks found.
@@ -254,7 +257,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, dry_ru
                        f"{run.label} seed {run.seed}")
         return
     try:
-        report = run_benchmark(spec, results, jobs, retry_failed, threads=threads)
+        report = run_benchmark(spec, results, jobs, retry_failed, engine=engine, threads=threads)
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
                    f"again", err=True)

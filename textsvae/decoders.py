@@ -28,6 +28,11 @@ def decoder_names() -> tuple[str, ...]:
     return tuple(DECODERS)
 
 
+def latent_decoder_names() -> tuple[str, ...]:
+    """The kinds with a z (the VAEs)."""
+    return tuple(name for name, kind in DECODERS.items() if kind.uses_z)
+
+
 def decoder_kind(name: str) -> DecoderKind:
     """The declaration of `name`; KeyError for an unknown one (config validation refuses it first)."""
     return DECODERS[name]

@@ -19,7 +19,7 @@ import torch
 
 from .version import __version__
 from .config import RunConfig
-from .data.batching import Batch, bucket_batches, make_batch
+from .data.batching import bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
 from .device import check_training_precisions, resolve_device

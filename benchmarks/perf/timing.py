@@ -63,10 +63,12 @@ def macs_per_target(model_cfg, vocab_size: int) -> dict[str, float]:
     4 H (H [+ nz] + H) each above the first; output layer (H [+ nz]) x V, where [+ nz] is the skip
     decoder's z fed to every layer above the first and to the output layer.
     """
-    m = model_cfg
-    nz = m.latent_dim if m.decoder != "lm" else 0
-    skip_nz = nz if m.decoder == "skip" else 0
-    enc = 4 * m.enc_hidden * (m.emb_dim + m.enc_hidden) if m.decoder != "lm" else 0
+    from textsvae.decoders import decoder_kind
+
+    m, kind = model_cfg, decoder_kind(model_cfg.decoder)
+    nz = m.latent_dim if kind.uses_z else 0
+    skip_nz = nz if kind.skip else 0
+    enc = 4 * m.enc_hidden * (m.emb_dim + m.enc_hidden) if kind.uses_z else 0
     dec = 4 * m.dec_hidden * (m.emb_dim + nz + m.dec_hidden)
     dec += (m.dec_layers - 1) * 4 * m.dec_hidden * (m.dec_hidden + skip_nz + m.dec_hidden)
     out = (m.dec_hidden + skip_nz) * vocab_size

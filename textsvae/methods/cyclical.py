@@ -9,7 +9,7 @@ from . import register
 from .base import Method, check, param
 
 if TYPE_CHECKING:
-    from .context import SetupContext, TrainingContext
+    from .context import SetupContext
 
 
 @dataclass

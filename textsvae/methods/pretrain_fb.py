@@ -13,7 +13,7 @@ from .base import Method, check, param
 from .free_bits import MODES, free_bits_kl
 
 if TYPE_CHECKING:
-    from .context import SetupContext, TrainingContext
+    from .context import TrainingContext
 
 log = logging.getLogger(__name__)
 
