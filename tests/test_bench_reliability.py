@@ -154,7 +154,11 @@ def test_two_concurrent_benches_train_each_run_once(tmp_path, write_bench):
     results = tmp_path / "results"
     ids = [r.run_id for r in load_benchmark("rel", bdir).runs]
     procs = [bench_proc(bdir, results, tmp_path / f"{i}.log") for i in range(2)]
-    assert [p.wait(240) for p in procs] == [0, 0]
+    codes = [p.wait(240) for p in procs]
+    for i, code in enumerate(codes):   # a bench that met a run held by the other says so and exits 1
+        log = (tmp_path / f"{i}.log").read_text()
+        held = re.search(r"^busy: [0-9a-f]{12} ", log, re.M) is not None
+        assert code == (1 if held else 0) and held == ("not finished: held by another process" in log), log
     outcomes: dict[str, list[str]] = {run: [] for run in ids}
     for i in range(2):
         for status, run in ROW.findall((tmp_path / f"{i}.log").read_text()):
@@ -339,3 +343,46 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, write_b
     report = run_benchmark(bench, tmp_path / "results", jobs=1, threads=1)
     assert report.finished == [bench.runs[0].run_id] and not report.failed
     check_store(tmp_path / "results", [bench.runs[0].run_id])
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a dead child nobody has reaped yet still answers kill(pid, 0))."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return _pid_alive(pid)
+    return fields[0] != "Z"
+
+
+def test_workers_die_with_a_killed_bench_and_their_runs_resume(tmp_path, write_bench):
+    """SIGKILL of a `bench --jobs 2` while both workers train: the workers (the pids in the runs' locks) end
+    within seconds instead of running on as orphans; the next bench takes the dead locks over and finishes."""
+    bdir = write_bench(tmp_path / "b", "rel", REL.replace("epochs = 6", "epochs = 40"))
+    results = tmp_path / "results"
+    ids = [r.run_id for r in load_benchmark("rel", bdir).runs]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "textsvae.cli", "bench", "rel", "--benchmarks-dir", str(bdir),
+           "--results", str(results), "--jobs", "2", "--threads", "1"]
+    with open(tmp_path / "a.log", "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def worker_pids() -> list[int]:
+        pids = []
+        for run in ids:
+            try:
+                pids.append(json.loads((results / run / ".lock").read_text())["pid"])
+            except (OSError, ValueError, KeyError):
+                pass
+        return pids if len(pids) == 2 and all((results / r / "log.jsonl").exists() for r in ids[:2]) else []
+
+    kill_when(proc, lambda: bool(worker_pids()))
+    pids = worker_pids() or [json.loads((results / r / ".lock").read_text())["pid"] for r in ids[:2]]
+    assert proc.pid not in pids
+    deadline = time.monotonic() + 15
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(running(p) for p in pids), "workers outlived their killed bench"
+    with open(tmp_path / "b.log", "wb") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=600)
+    assert done.returncode == 0, (tmp_path / "b.log").read_text()
+    assert "0 failed; 0 held by another process" in (tmp_path / "b.log").read_text()

@@ -155,6 +155,34 @@ def test_plot_writes_a_png(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="no training log"):
         plot_runs([tmp_path], tmp_path / "x.png")
+    (dirs[0] / "monitor.jsonl").write_text(json.dumps({"step": 5, "valid_kl": 3.0}) + "\n")   # no lr in it
+    with pytest.raises(ConfigError, match="unknown panel"):
+        plot_runs(dirs, tmp_path / "x.png", panels=("valid_kl", "lr_typo"))
+
+
+def test_protocol_panels_read_the_per_epoch_log(tmp_path, monkeypatch):
+    """lr and valid_loss are per-epoch values: per_epoch reads log.jsonl even beside a monitor.jsonl."""
+    from textsvae import plot
+
+    d = tmp_path / "run"
+    d.mkdir()
+    (d / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "lr": 1.0 / 2 ** (e // 3), "valid_loss": 9.0 - e,
+                                                     "valid_kl": 0.1, "valid_mi": 0.0, "valid_au": 0}) + "\n"
+                                         for e in range(1, 7)))
+    (d / "monitor.jsonl").write_text(json.dumps({"step": 5, "epoch": 0.5, "valid_kl": 3.0}) + "\n")
+    drawn = {}
+    real_subplots = __import__("matplotlib.pyplot").pyplot.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real_subplots(*args, **kwargs)
+        drawn["axes"] = axes[0]
+        return fig, axes
+
+    monkeypatch.setattr("matplotlib.pyplot.subplots", spy)
+    plot.plot_runs([d], tmp_path / "p.png", panels=plot.PROTOCOL_PANELS, per_epoch=True)
+    lr_panel = drawn["axes"][list(plot.PROTOCOL_PANELS).index("lr")]
+    assert list(lr_panel.lines[0].get_ydata()) == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
+    assert [ax.get_title() for ax in drawn["axes"]][0] == "loss, -ELBO (valid)"
 
 
 def test_results_and_table_commands(tmp_path):

@@ -33,6 +33,9 @@ class RunTask:
     retry_failed: bool
     provenance: dict[str, Any]
 
+    def __str__(self) -> str:
+        return f"run {self.spec.run_id}"
+
 
 @dataclass(frozen=True)
 class RunOutcome:
@@ -110,7 +113,8 @@ def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], f
     model, method, config, vocab, device = load_model(folder)   # once for every split and the probe
     needed = tuple(dict.fromkeys(spec.eval_splits + (PROBE_SPLITS if spec.probe and not model.is_lm else ())))
     corpus = load_corpus(config.data, vocab=vocab, needed=needed, seed=config.train.seed)
-    evals = {split: evaluate_loaded(model, method, config, vocab, device, folder, split, corpus=corpus)
+    evals = {split: evaluate_loaded(model, method, config, vocab, device, folder, split, corpus=corpus,
+                                    recon=spec.recon)
              for split in spec.eval_splits}
     if spec.probe:
         probe = probe_loaded(model, method, config, corpus, device, seed=spec.config.eval.eval_seed)

@@ -9,9 +9,9 @@ open after max_len words ends there (</s> is forced at step max_len + 1, so a be
 the log-probability of what it returns).
 
 - greedy: y_t = argmax_v p(v | y_<t, z).
-- beam: the `beam_size` best prefixes by log p(y_<t | z), batched over sentences; a finished
-  hypothesis keeps its score and its place; the best by score / len^length_penalty wins
-  (len counts </s>; length_penalty 0 is the plain log-probability).
+- beam: the `beam_size` best prefixes by log p(y_<t | z), batched over sentences, finished
+  hypotheses kept aside as in fairseq (`_beam`); the best by score / len^length_penalty wins
+  (len counts </s>; length_penalty 0 is the plain log-probability). Beam size 1 is greedy.
 - sample: y_t ~ softmax(logits / temperature), restricted to the smallest set of words whose
   probability reaches top_p (nucleus sampling, Holtzman et al. 2020); reproducible under `seed`.
 """
@@ -114,7 +114,7 @@ def decode(model, z: torch.Tensor | None, options: DecodeOptions = DecodeOptions
     try:
         device = next(model.parameters()).device
         z = None if z is None else z.to(device, torch.float32)
-        if options.strategy == "beam" and options.beam_size > 1:
+        if options.strategy == "beam":
             return _beam(model, z, rows, options, device)
         return _left_to_right(model, z, rows, options, device)
     finally:
@@ -156,35 +156,50 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: t
 
 
 def _beam(model, z, rows: int, options: DecodeOptions, device: torch.device) -> list[list[int]]:
-    k = options.beam_size
+    """Beam search as fairseq's: each step ranks the 2k best continuations of the k live prefixes; those
+    among the first k that end in </s> become finished hypotheses (kept for good), the k best others
+    live on; a sentence is done once it has k finished hypotheses (at step max_len + 1 every live
+    prefix is closed). The best finished one by score / len^length_penalty is returned."""
+    k, steps = options.beam_size, options.max_len + 1
+    arange = torch.arange(rows, device=device)
     z_rows = None if z is None else z.repeat_interleave(k, 0)                          # (R K, D)
     stepper = _Stepper(model, z_rows, rows * k)
     scores = torch.full((rows, k), -torch.inf, device=device)
-    scores[:, 0] = 0.0                                        # one live beam per sentence at first
+    scores[:, 0] = 0.0                                        # one live prefix per sentence at first
     tokens = torch.full((rows * k,), BOS_ID, dtype=torch.long, device=device)
-    finished = torch.zeros(rows, k, dtype=torch.bool, device=device)
-    lengths = torch.zeros(rows, k, device=device)             # words + </s> of each hypothesis
-    history = torch.zeros(rows, k, 0, dtype=torch.long, device=device)
-    for step in range(options.max_len + 1):
+    history = torch.full((rows, k, steps), PAD_ID, dtype=torch.long, device=device)
+    done_scores = torch.full((rows, k), -torch.inf, device=device)                    # finished, ranked
+    done_history = torch.full((rows, k, steps), PAD_ID, dtype=torch.long, device=device)
+    n_done = torch.zeros(rows, dtype=torch.long, device=device)
+    for step in range(steps):
         logp = torch.log_softmax(stepper.logits(tokens), dim=-1).view(rows, k, -1)    # (R, K, V)
         vocab = logp.size(-1)
+        logp[..., PAD_ID] = -torch.inf
         if step == options.max_len:                           # the last step may only close a sentence
             logp = logp.masked_fill(torch.arange(vocab, device=device) != EOS_ID, -torch.inf)
-        stay = torch.full_like(logp, -torch.inf)
-        stay[..., PAD_ID] = 0.0                               # a finished hypothesis only pads, at no cost
-        logp = torch.where(finished.unsqueeze(-1), stay, logp)
         total = (scores.unsqueeze(-1) + logp).view(rows, k * vocab)
-        scores, flat = total.topk(k, dim=-1)                                          # (R, K)
+        cand_scores, flat = total.topk(min(2 * k, k * vocab), dim=-1)                 # (R, 2K)
         parent, word = flat // vocab, flat % vocab
-        finished = finished.gather(1, parent)
-        lengths = lengths.gather(1, parent) + (~finished).float()
-        history = torch.cat([history.gather(1, parent.unsqueeze(-1).expand(-1, -1, history.size(-1))),
-                             word.unsqueeze(-1)], dim=-1)
-        finished = finished | (word == EOS_ID)
-        stepper.reorder((parent + torch.arange(rows, device=device).unsqueeze(1) * k).view(-1))
-        tokens = word.view(-1)
-        if bool(finished.all()):
+        cand_history = history.gather(1, parent.unsqueeze(-1).expand(-1, -1, steps)).clone()
+        cand_history[:, :, step] = word
+        # finished: </s> among the first k candidates of a sentence that is not done
+        closing = (word == EOS_ID) & torch.isfinite(cand_scores) & (n_done < k).unsqueeze(1)
+        closing[:, k:] = False
+        ranked = cand_scores / float(step + 1) ** options.length_penalty
+        pool_scores = torch.cat([done_scores, ranked.masked_fill(~closing, -torch.inf)], 1)
+        pool_history = torch.cat([done_history, cand_history], 1)
+        done_scores, keep = pool_scores.topk(k, dim=-1)
+        done_history = pool_history.gather(1, keep.unsqueeze(-1).expand(-1, -1, steps))
+        n_done = (n_done + closing.sum(1)).clamp(max=k)
+        if bool((n_done >= k).all()):
             break
-    ranked = scores / lengths.clamp(min=1).pow(options.length_penalty) if options.length_penalty else scores
-    best = ranked.argmax(-1)                                                          # (R,)
-    return _trim(history[torch.arange(rows, device=device), best])
+        # live on: the k best candidates that do not end in </s>
+        alive_scores = cand_scores.masked_fill(word == EOS_ID, -torch.inf)
+        alive_scores = alive_scores.masked_fill((n_done >= k).unsqueeze(1), -torch.inf)   # a done sentence stops
+        scores, pick = alive_scores.topk(k, dim=-1)
+        parent, word = parent.gather(1, pick), word.gather(1, pick)
+        history = cand_history.gather(1, pick.unsqueeze(-1).expand(-1, -1, steps))
+        stepper.reorder((parent + arange.unsqueeze(1) * k).view(-1))
+        tokens = word.view(-1)
+    best = done_scores.argmax(-1)
+    return _trim(done_history[arange, best])

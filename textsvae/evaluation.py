@@ -18,7 +18,7 @@ import torch
 
 from .config import ConfigError, EvalConfig, RunConfig, replace_eval
 from .data.batching import Batch, bucket_batches, make_batch, to_device
-from .metric_registry import latent_metric_names
+from .metric_registry import RECON_METRICS, latent_metric_names
 from .metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
                       kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
 
@@ -252,14 +252,17 @@ def split_means(scores: SentenceScores) -> dict[str, Any]:
 
 
 def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
-                   device: torch.device, iw_samples: int | None = None, mi_batch: bool | int = False) -> dict[str, Any]:
+                   device: torch.device, iw_samples: int | None = None, mi_batch: bool | int = False,
+                   recon: bool = False, vocab=None) -> dict[str, Any]:
     """All section-4 metrics of `sentences` (token ids without <s>/</s>); per-sentence means in nats.
 
     rec: -mean_k log p(x|z_k) over the K importance samples (an unbiased Rec estimate with K samples);
     elbo = -(rec + kl); ppl_bound = exp((sum rec + sum kl) / tokens). For an LM, iw_nll is the exact
     NLL, elbo = -iw_nll and the z-metrics are None. mi_batch adds He et al.'s per-minibatch MI
     (their batches of one length, at most 32 rows, or that many for an int) as mi_minibatch;
-    `mi` is always over the whole split.
+    `mi` is always over the whole split. recon adds recon_bleu and recon_acc (reconstruction.py) of the
+    greedy decodes of the posterior means behind kl and mi, BLEU on vocab.decode's text (without a vocab,
+    on the ids as words); None for an LM.
     """
     if iw_samples is not None:
         eval_cfg = replace_eval(eval_cfg, iw_samples=iw_samples)
@@ -270,7 +273,8 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
     scores = score_sentences(model, method, sentences, eval_cfg, device)
     out: dict[str, Any] = split_means(scores)
     if model.is_lm:   # no z: its metrics and the settings they depend on are None
-        out.update({key: None for key in latent_metric_names() if not key.startswith("probe_")})
+        out.update({key: None for key in latent_metric_names() if not key.startswith("probe_")
+                    and key not in RECON_METRICS})
         out.update({key: None for key in ("kl_per_dim", "mi_n", "mi_samples", "au_variances")})
         out.update({"elbo": -out["iw_nll"], "ppl_bound": out["ppl"], "au_threshold": eval_cfg.au_threshold,
                     "iw_samples": None})
@@ -280,12 +284,23 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
         kl_sum = out["kl"] * out["n_sentences"]
         out.update({"rec": rec_sum / out["n_sentences"], "elbo": -(rec_sum + kl_sum) / out["n_sentences"],
                     "ppl_bound": perplexity(rec_sum + kl_sum, out["n_tokens"]), "iw_samples": k})
+    if recon:
+        out.update(dict.fromkeys(RECON_METRICS) if model.is_lm else _reconstruction(model, scores.mu, sentences,
+                                                                                 eval_cfg, vocab))
     out.update({"eval_seed": eval_cfg.eval_seed, "eval_batch_size": eval_cfg.eval_batch_size,
                 "eval_precision": eval_cfg.eval_precision,
                 "mem_budget_mb": eval_cfg.mem_budget_mb, "decoder": model.cfg.decoder,
                 "method": getattr(method, "name", None), "device": str(device), "split": None,
                 "seconds": time.perf_counter() - start})
     return out
+
+
+def _reconstruction(model: "TextVAE", mu: torch.Tensor, sentences: list[list[int]], eval_cfg: EvalConfig,
+                    vocab) -> dict[str, Any]:
+    from .reconstruction import reconstruct, reconstruction_metrics
+
+    hyps = reconstruct(model, mu, sentences, eval_cfg.eval_batch_size)
+    return reconstruction_metrics(sentences, hyps, None if vocab is None else vocab.decode)
 
 
 # -- runs --------------------------------------------------------------------------------------------
@@ -341,7 +356,7 @@ def eval_path(run_dir: str | Path, split: str, iw_samples: int | None) -> Path:
 def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab, device: torch.device,
                     run_dir: str | Path | None, split: str = "test", iw_samples: int | None = None,
                     sentences: list[str] | None = None, mi_batch: bool | int = False,
-                    save: bool = True, corpus: "Corpus | None" = None) -> dict[str, Any]:
+                    save: bool = True, corpus: "Corpus | None" = None, recon: bool = False) -> dict[str, Any]:
     """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json) or on given raw sentences;
     a split is read from `corpus` when given (loaded once for several splits), else from the run's data."""
     from .io import atomic_write_json
@@ -354,7 +369,7 @@ def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab
         ids = corpus.splits[split]
     else:
         ids = split_sentences(config, vocab, split)
-    out = evaluate_model(model, method, ids, config.eval, device, mi_batch=mi_batch)
+    out = evaluate_model(model, method, ids, config.eval, device, mi_batch=mi_batch, recon=recon, vocab=vocab)
     out["split"] = "sentences" if sentences is not None else split
     if run_dir is not None:
         out["run_dir"] = str(run_dir)
@@ -365,17 +380,19 @@ def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab
 
 def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | None = None,
                  device: str | torch.device | None = None, sentences: list[str] | None = None,
-                 mi_batch: bool | int = False, workers: int | None = None) -> dict[str, Any]:
+                 mi_batch: bool | int = False, workers: int | None = None, recon: bool = False) -> dict[str, Any]:
     """Load RUN_DIR/best.pt and evaluate it; a split's result is written to RUN_DIR/eval_<split>_k<K>.json.
 
-    workers overrides the run's eval.workers (processes scoring IW-NLL on the CPU)."""
+    workers overrides the run's eval.workers (processes scoring IW-NLL on the CPU); recon adds the
+    reconstruction metrics (recon_bleu, recon_acc)."""
     if sentences is None and split not in EVAL_SPLITS:
         raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, got '{split}'")
     overrides = {k: v for k, v in (("iw_samples", iw_samples), ("workers", workers)) if v is not None}
     replace_eval(EvalConfig(), **overrides)   # a bad value fails before the model loads
     model, method, config, vocab, dev = load_model(run_dir, device)
     config = replace(config, eval=replace_eval(config.eval, **overrides))
-    return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch)
+    return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch,
+                           recon=recon)
 
 
 def format_metrics(result: dict[str, Any]) -> str:
@@ -394,4 +411,7 @@ def format_metrics(result: dict[str, Any]) -> str:
     if result.get("mi_minibatch") is not None:
         lines.append(f"mi_minibatch {f('mi_minibatch')} (He et al.'s batches: one length, at most "
                      f"{result['mi_minibatch_size']} sentences)")
+    if "recon_bleu" in result:
+        lines.append(f"recon_bleu {f('recon_bleu', '.2f')}  recon_acc {f('recon_acc')} (greedy decodes of the "
+                     f"posterior mean against the inputs)")
     return "\n".join(lines)

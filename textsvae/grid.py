@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, RunConfig, apply_overrides, preset_config
+from .metric_registry import RECON_METRICS
 
 # execution-only fields: they change how a run is executed, not what it computes
 EXECUTION_FIELDS = {"train": ("threads", "progress", "device"), "data": ("data_dir",), "eval": ("workers",)}
@@ -46,6 +47,7 @@ class RunSpec:
     config: RunConfig
     eval_splits: tuple[str, ...] = ("test",)
     probe: bool = False
+    recon: bool = False           # compute the reconstruction metrics (the benchmark's metrics name one)
 
 
 @dataclass
@@ -165,6 +167,7 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
     methods = raw.get("methods") or [{"method": "vae"}]
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise BenchmarkError(f"{path.name}: seeds must be a list of integers")
+    metrics = tuple(raw.get("metrics", DEFAULT_METRICS))
     runs: list[RunSpec] = []
     ids: set[str] = set()
     for ds in datasets:
@@ -184,12 +187,13 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
                                method=m["method"], label=_label(m["method"], params, m.get("label")),
                                params=params, seed=seed, config=config,
                                eval_splits=tuple(raw.get("eval_splits", ["test"])),
-                               probe=bool(raw.get("probe", False)))
+                               probe=bool(raw.get("probe", False)),
+                               recon=any(name in RECON_METRICS for name in metrics))
                 if spec.run_id not in ids:  # the same config listed twice runs once
                     ids.add(spec.run_id)
                     runs.append(spec)
     return Benchmark(name=bench_name, path=path, description=raw.get("description", ""), runs=runs,
-                     metrics=tuple(raw.get("metrics", DEFAULT_METRICS)), reported=tuple(raw.get("reported", [])),
+                     metrics=metrics, reported=tuple(raw.get("reported", [])),
                      raw=raw)
 
 

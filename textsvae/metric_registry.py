@@ -46,7 +46,11 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("probe_mi_mu", "I(mu;topic)", True, 2, needs_latent=True),
     Metric("probe_h", "H(topic)", None, 2, needs_latent=True),
     Metric("probe_log_k", "log K", None, 2, needs_latent=True),
+    # greedy reconstructions of the posterior mean against the inputs (reconstruction.py; eval --recon)
+    Metric("recon_bleu", "recon. BLEU", True, 2, SPLIT, needs_latent=True),
+    Metric("recon_acc", "recon. acc.", True, 3, SPLIT, needs_latent=True),
 )}
+RECON_METRICS = ("recon_bleu", "recon_acc")
 
 
 def metric(name: str) -> Metric:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError
-from .base import Executor, available_cores, parse_jobs, threads_per_job
+from .base import Executor, ExecutorError, available_cores, parse_jobs, threads_per_job
 
 EXECUTORS: dict[str, Callable[[int], Executor]] = {}
 
@@ -45,5 +45,5 @@ def _import_all() -> None:
 
 _import_all()
 
-__all__ = ["Executor", "EXECUTORS", "register_executor", "executor_names", "make_executor", "available_cores",
+__all__ = ["Executor", "ExecutorError", "EXECUTORS", "register_executor", "executor_names", "make_executor", "available_cores",
            "parse_jobs", "threads_per_job"]

@@ -11,6 +11,10 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class ExecutorError(RuntimeError):
+    """An engine lost a task (a worker killed, a job cancelled): one line for the user."""
+
+
 class Executor(ABC):
     """Runs fn over tasks; `jobs` of them at a time."""
 

@@ -1,12 +1,19 @@
 """The local engines: in this process (one job) or a pool of spawned processes on this machine."""
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 from . import register_executor
-from .base import Executor
+from .base import Executor, ExecutorError
 
 
 class SerialExecutor(Executor):
@@ -18,9 +25,29 @@ class SerialExecutor(Executor):
             yield fn(task)
 
 
-def _worker_init() -> None:
-    # A fresh (spawned) process: quiet logging (results come back as return values).
+PR_SET_PDEATHSIG = 1      # prctl(2): the signal this process gets when the thread that made it exits
+PARENT_POLL_S = 1.0
+
+
+def _worker_init(parent: int) -> None:
+    """A fresh (spawned) worker: quiet logging (results come back as return values), and it ends with
+    its parent: a `bench` killed outright leaves no worker running unsupervised, holding its run's lock.
+    The run then resumes from its last checkpoint, and its lock (a dead pid) is taken over."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:           # the parent died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()   # where prctl does not exist
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 class LocalProcessExecutor(Executor):
@@ -31,7 +58,8 @@ class LocalProcessExecutor(Executor):
 
     def map_unordered(self, fn, tasks):
         context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
-        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_worker_init)
+        pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_worker_init,
+                                   initargs=(os.getpid(),))
         pending: dict[Future, object] = {}
         queue = list(tasks)
         try:
@@ -42,8 +70,13 @@ class LocalProcessExecutor(Executor):
                     self._started(task)
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    pending.pop(future)
-                    yield future.result()
+                    task = pending.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise ExecutorError(f"a worker process died while running {task}; finished runs are "
+                                            f"kept, and the next bench resumes the others") from None
+                    yield result
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
