@@ -244,15 +244,17 @@ def test_executors_are_a_registry_with_one_line_errors():
                 self._started(task)
                 yield fn(task)
 
-    register_executor("reversed-test")(lambda jobs: Reversed())
+    register_executor("reversed-test")(lambda jobs, settings: Reversed())
     try:
         started = []
         executor = make_executor(1, "reversed-test")
         executor.on_start(started.append)
         assert list(executor.map_unordered(operator.neg, [1, 2, 3])) == [-3, -2, -1] and started == [3, 2, 1]
         with pytest.raises(ConfigError, match="already registered"):
-            register_executor("reversed-test")(lambda jobs: Reversed())
+            register_executor("reversed-test")(lambda jobs, settings: Reversed())
     finally:
         EXECUTORS.pop("reversed-test")
     with pytest.raises(ConfigError, match=r"unknown executor 'nope'; valid executors: local"):
         make_executor(1, "nope")
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) partition for executor 'local'"):
+        make_executor(2, "local", {"partition": "gpu"})

@@ -166,7 +166,8 @@ def provenance() -> dict[str, Any]:
 
 
 def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, jobs: str | int | None = "auto",
-                  retry_failed: bool = False, engine: str = "local", threads: int | None = None) -> BenchReport:
+                  retry_failed: bool = False, engine: str = "local", threads: int | None = None,
+                  settings: dict[str, Any] | None = None) -> BenchReport:
     """Run the benchmark's missing runs (resuming half-done ones), `jobs` at a time.
 
     threads: torch threads per run (default cores // jobs).
@@ -200,7 +201,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
              bench.name, len(todo), report.total, report.already_done, n_jobs, threads, results_dir)
     tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info) for spec in todo]
     by_id = {s.run_id: s for s in todo}
-    executor = make_executor(n_jobs, engine)
+    executor = make_executor(n_jobs, engine, settings)
     executor.on_start(lambda task: log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "last.pt")
                                             .exists() else "start", _describe(task.spec)))
     done = 0

@@ -241,10 +241,12 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, rec
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads per run (default cores // jobs).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
-@click.option("--executor", "engine", type=click.Choice(executor_names()), default="local", show_default=True,
-              help="Where the runs execute (textsvae/executors/).")
+@click.option("--executor", "engine", type=click.Choice(executor_names()), default=None,
+              help="Where the runs execute (textsvae/executors/); default: the benchmark's [executor] name, or local.")
+@click.option("-E", "--executor-setting", "engine_settings", multiple=True, metavar="KEY=VALUE",
+              help="An engine setting (partition, gpus, address, ...), over the benchmark's [executor] table.")
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
-def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, dry_run):
+def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, engine_settings, dry_run):
     """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
 
     Without NAME, list the benchmarks found.
@@ -265,7 +267,12 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
                        f"{run.label} seed {run.seed}")
         return
     try:
-        report = run_benchmark(spec, results, jobs, retry_failed, engine=engine, threads=threads)
+        table = dict(spec.executor)
+        chosen = engine or table.pop("name", "local")
+        if engine and table.pop("name", engine) != engine:   # another engine's settings do not apply
+            table = {}
+        table.update(_pairs(engine_settings, "-E"))
+        report = run_benchmark(spec, results, jobs, retry_failed, engine=chosen, threads=threads, settings=table)
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
                    f"again", err=True)

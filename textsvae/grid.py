@@ -58,6 +58,7 @@ class Benchmark:
     runs: list[RunSpec]
     metrics: tuple[str, ...] = DEFAULT_METRICS
     reported: tuple[str, ...] = ()
+    executor: dict[str, Any] = field(default_factory=dict)   # the [executor] table: name and the engine's settings
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -151,7 +152,7 @@ def _label(method: str, params: dict[str, Any], label: str | None) -> str:
 
 
 _KNOWN_KEYS = {"description", "preset", "seeds", "decoders", "eval_splits", "probe", "metrics", "reported",
-               "settings", "datasets", "methods"}
+               "settings", "datasets", "methods", "executor"}
 
 
 def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
@@ -194,7 +195,14 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
                     runs.append(spec)
     return Benchmark(name=bench_name, path=path, description=raw.get("description", ""), runs=runs,
                      metrics=metrics, reported=tuple(raw.get("reported", [])),
-                     raw=raw)
+                     executor=_executor_table(raw, path), raw=raw)
+
+
+def _executor_table(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    table = raw.get("executor", {})
+    if not isinstance(table, dict):
+        raise BenchmarkError(f"{path.name}: [executor] must be a table (name = \"local\" and the engine's settings)")
+    return dict(table)
 
 
 def _apply(config: RunConfig, overrides: dict[str, Any], path: Path) -> RunConfig:

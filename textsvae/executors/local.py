@@ -12,7 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from . import register_executor
+from . import check_settings, register_executor
 from .base import Executor, ExecutorError
 
 
@@ -84,6 +84,7 @@ class LocalProcessExecutor(Executor):
 
 
 @register_executor("local")
-def local_executor(jobs: int) -> Executor:
+def local_executor(jobs: int, settings: dict) -> Executor:
     """One job: in this process; more: a pool of that many spawned processes."""
+    check_settings("local", settings, {})
     return SerialExecutor() if jobs == 1 else LocalProcessExecutor(jobs)
