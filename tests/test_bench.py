@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 import operator
 import subprocess
 import sys
@@ -258,3 +260,36 @@ def test_executors_are_a_registry_with_one_line_errors():
         make_executor(1, "nope")
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) partition for executor 'local'"):
         make_executor(2, "local", {"partition": "gpu"})
+
+
+def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_bench, monkeypatch):
+    """One run of each state, made by hand; `bench --status` names them without running anything."""
+    from textsvae.results import write_failure, write_rows
+
+    monkeypatch.setenv("TEXTSVAE_LOCK_STALE_S", "60")
+    bdir = write_bench(tmp_path / "b", "six", TINY.replace("seeds = [0]", "seeds = [0, 1, 2]"))
+    runs = load_benchmark("six", bdir).runs
+    assert len(runs) == 6
+    results = tmp_path / "results"
+    folders = [results / r.run_id for r in runs]
+    for f in folders:
+        f.mkdir(parents=True)
+    prov = {"git_commit": "x", "version": "0", "machine": "m"}
+    write_rows(folders[0], runs[0], {"epochs": 1, "steps": 2}, {"test": {"iw_nll": 1.0}}, 0.1, prov)
+    write_failure(folders[1], runs[1], "TrainingDiverged: NaN at step 2", prov)
+    for f, age in ((folders[2], 5), (folders[3], 3600)):
+        (f / ".lock").write_text(json.dumps({"pid": 7, "host": "node-3", "job": "55"}))
+        os.utime(f / ".lock", (time.time() - age, time.time() - age))
+    (folders[4] / "config.json").write_text("{}")
+    (folders[4] / "log.jsonl").write_text('{"epoch": 1}\n')
+    out = CliRunner().invoke(cli, ["bench", "six", "--benchmarks-dir", str(bdir), "--results", str(results),
+                                   "--status"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.strip().splitlines()
+    assert lines[0].startswith("six: 1 finished, 1 running, 1 failed, 3 left (1 started, 1 stale, 1 not started)")
+    by_id = {line.split()[1]: line for line in lines[1:]}
+    assert by_id[runs[1].run_id].startswith("failed") and "NaN at step 2" in by_id[runs[1].run_id]
+    assert by_id[runs[2].run_id].startswith("running") and "node-3, job 55" in by_id[runs[2].run_id]
+    assert by_id[runs[3].run_id].startswith("stale") and by_id[runs[4].run_id].startswith("started")
+    assert "epoch 1 of" in by_id[runs[4].run_id] and by_id[runs[5].run_id].startswith("missing")
+    assert not (folders[5] / "rows.csv").exists()                  # nothing ran

@@ -386,3 +386,24 @@ def test_workers_die_with_a_killed_bench_and_their_runs_resume(tmp_path, write_b
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=600)
     assert done.returncode == 0, (tmp_path / "b.log").read_text()
     assert "0 failed; 0 held by another process" in (tmp_path / "b.log").read_text()
+
+
+def test_a_remote_holders_lock_is_taken_over_only_once_its_heartbeat_is_stale(tmp_path, monkeypatch):
+    """A lock from another host: busy while its heartbeat is fresh, taken over once older than the timeout;
+    a held lock's heartbeat keeps it fresh."""
+    from textsvae.locks import LockBusy, acquire_lock, release_lock
+
+    monkeypatch.setenv("TEXTSVAE_LOCK_STALE_S", "30")
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"pid": 4242, "host": "node-17", "job": "991"}))
+    with pytest.raises(LockBusy, match="held by process 4242 on node-17, job 991"):
+        acquire_lock(tmp_path, heartbeat=None)
+    old = time.time() - 31
+    os.utime(lock, (old, old))
+    mine = acquire_lock(tmp_path, heartbeat=0.05)
+    assert json.loads(mine.read_text())["pid"] == os.getpid()
+    os.utime(mine, (old, old))
+    time.sleep(0.3)                                          # the heartbeat touches it again
+    assert time.time() - mine.stat().st_mtime < 5
+    release_lock(mine)
+    assert not mine.exists()

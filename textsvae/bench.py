@@ -15,7 +15,7 @@ from typing import Any
 from .config import apply_overrides
 from .grid import Benchmark, RunSpec, run_id
 from .io import remove_partial_writes
-from .locks import LockBusy, acquire_lock
+from .locks import LockBusy, acquire_lock, release_lock
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def execute_run(task: RunTask) -> RunOutcome:
         write_rows(folder, spec, summary, evals, eval_seconds, task.provenance)
         return RunOutcome(spec.run_id, "finished", "", time.perf_counter() - start)
     finally:
-        lock.unlink(missing_ok=True)
+        release_lock(lock)
 
 
 def _train(folder: Path, spec: RunSpec, threads: int, fresh: bool) -> dict[str, Any]:

@@ -246,7 +246,10 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, rec
 @click.option("-E", "--executor-setting", "engine_settings", multiple=True, metavar="KEY=VALUE",
               help="An engine setting (partition, gpus, address, ...), over the benchmark's [executor] table.")
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
-def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, engine_settings, dry_run):
+@click.option("--status", "show_status", is_flag=True,
+              help="The grid's state from the results folder alone (finished, running, failed, left); run nothing.")
+def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, engine_settings, dry_run,
+          show_status):
     """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
 
     Without NAME, list the benchmarks found.
@@ -261,6 +264,11 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
         return
     spec = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
+    if show_status:
+        from .status import status_text
+
+        click.echo(status_text(spec, results))
+        return
     if dry_run:
         for run in spec.runs:
             click.echo(f"{run.run_id}  {run_status(results / run.run_id):8s} {run.dataset} {run.decoder} "
