@@ -258,8 +258,23 @@ def test_executors_are_a_registry_with_one_line_errors():
         EXECUTORS.pop("reversed-test")
     with pytest.raises(ConfigError, match=r"unknown executor 'nope'; valid executors: local"):
         make_executor(1, "nope")
-    with pytest.raises(ConfigError, match=r"unknown setting\(s\) partition for executor 'local'"):
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) partition for executor 'local'; valid settings: gpus"):
         make_executor(2, "local", {"partition": "gpu"})
+    with pytest.raises(ConfigError, match="gpus must be GPU indices"):
+        make_executor(2, "local", {"gpus": "0,a"})
+
+
+def visible_gpu(seconds: float) -> str:
+    time.sleep(seconds)
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
+def test_local_gpus_give_each_worker_its_own_device():
+    """-E gpus=0,1 with 3 jobs: workers see GPU 0, 1, 0 (round robin, set before torch loads); no CUDA needed."""
+    from textsvae.executors import make_executor
+
+    seen = list(make_executor(3, "local", {"gpus": "0,1"}).map_unordered(visible_gpu, [0.5] * 3))
+    assert sorted(seen) == ["0", "0", "1"]
 
 
 def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_bench, monkeypatch):

@@ -12,6 +12,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+from ..config import ConfigError
 from . import check_settings, register_executor
 from .base import Executor, ExecutorError
 
@@ -29,11 +30,17 @@ PR_SET_PDEATHSIG = 1      # prctl(2): the signal this process gets when the thre
 PARENT_POLL_S = 1.0
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(parent: int, gpus: tuple[str, ...] = (), counter=None) -> None:
     """A fresh (spawned) worker: quiet logging (results come back as return values), and it ends with
     its parent: a `bench` killed outright leaves no worker running unsupervised, holding its run's lock.
-    The run then resumes from its last checkpoint, and its lock (a dead pid) is taken over."""
+    The run then resumes from its last checkpoint, and its lock (a dead pid) is taken over.
+    With `gpus`, worker i sees only GPU gpus[i mod len(gpus)] (CUDA_VISIBLE_DEVICES, set before torch
+    is imported), so several jobs share a GPU when there are more jobs than GPUs."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if gpus:
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -51,15 +58,16 @@ def _exit_with(parent: int) -> None:
 
 
 class LocalProcessExecutor(Executor):
-    """A pool of `jobs` spawned processes on this machine."""
+    """A pool of `jobs` spawned processes on this machine; with `gpus`, each worker has its own GPU."""
 
-    def __init__(self, jobs: int):
-        self.jobs = jobs
+    def __init__(self, jobs: int, gpus: tuple[str, ...] = ()):
+        self.jobs, self.gpus = jobs, gpus
 
     def map_unordered(self, fn, tasks):
         context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+        counter = context.Value("i", 0)
         pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_worker_init,
-                                   initargs=(os.getpid(),))
+                                   initargs=(os.getpid(), self.gpus, counter))
         pending: dict[Future, object] = {}
         queue = list(tasks)
         try:
@@ -85,6 +93,9 @@ class LocalProcessExecutor(Executor):
 
 @register_executor("local")
 def local_executor(jobs: int, settings: dict) -> Executor:
-    """One job: in this process; more: a pool of that many spawned processes."""
-    check_settings("local", settings, {})
-    return SerialExecutor() if jobs == 1 else LocalProcessExecutor(jobs)
+    """One job: in this process; more, or any `gpus` ("0,1,2,3"): a pool of that many spawned processes."""
+    gpus = str(check_settings("local", settings, {"gpus": ""})["gpus"])
+    devices = tuple(g.strip() for g in gpus.split(",") if g.strip())
+    if any(not g.isdigit() for g in devices):
+        raise ConfigError(f"executor 'local': gpus must be GPU indices like 0,1,2,3, got '{gpus}'")
+    return SerialExecutor() if jobs == 1 and not devices else LocalProcessExecutor(jobs, devices)
