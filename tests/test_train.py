@@ -152,7 +152,7 @@ def test_ctrl_c_mid_epoch_saves_exits_130_and_resumes_exactly(tmp_path, ptb_cut)
     assert_same_run(run, reference)
 
 
-def _interrupt_at(monkeypatch, at_step: int, presses: int = 1) -> None:
+def _interrupt_at(monkeypatch, at_step: int, presses: int = 1, signum: int = signal.SIGINT) -> None:
     vae = REGISTRY["vae"]
     original = vae.train_step
     calls = {"n": 0}
@@ -162,7 +162,7 @@ def _interrupt_at(monkeypatch, at_step: int, presses: int = 1) -> None:
         calls["n"] += 1
         if calls["n"] == at_step:
             for _ in range(presses):
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signum)
         return out
 
     monkeypatch.setattr(vae, "train_step", ctrl_c)
@@ -195,6 +195,56 @@ def test_a_second_ctrl_c_stops_at_once_and_resume_still_matches(tmp_path, monkey
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "interrupted" and "stopped at once" in state["message"]
     assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == 7   # the end of epoch 1
+    resume_run(run)
+    train_run(tiny(), reference)
+    assert_same_run(run, reference)
+
+
+# -- pre-emption: SIGTERM, SIGUSR1, SIGUSR2 (Slurm's pre-emption and time-limit signals) -------------
+
+def test_sigterm_saves_exits_with_the_resume_hint_and_resumes_exactly(tmp_path, ptb_cut):
+    """SIGTERM to a `textsvae train` process once its first checkpoint exists: it stops after the
+    current step, saves last.pt, marks state.json 'interrupted' naming the signal and exits 130 with the
+    resume hint; `train --resume` then ends with exactly the numbers of the uninterrupted run."""
+    run = tmp_path / "preempted"
+    proc = _start(run, ptb_cut)
+    deadline = time.monotonic() + 90
+    while not ((run / "last.pt").exists() and (run / "last.pt").stat().st_size > 0):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "SIGTERM: stopping after this step" in err
+    assert "--resume" in err.splitlines()[-1]
+    state = json.loads((run / "state.json").read_text())
+    step = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["state"]["step"]
+    assert state["status"] == "interrupted" and state["message"] == f"stopped by SIGTERM at step {step}"
+    assert 5 <= step < 15 and not (run / "summary.json").exists()     # 5 steps per epoch, 3 epochs
+
+    resumed = run_cli("train", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    reference = tmp_path / "uninterrupted"
+    train_run(read_run_config(run), reference)
+    assert_same_run(run, reference)
+
+
+@pytest.mark.parametrize("name, times", [("SIGUSR2", 1), ("SIGUSR1", 1), ("SIGTERM", 2)])
+def test_preemption_signals_stop_after_the_step_and_resume_matches(tmp_path, monkeypatch, name, times):
+    """SIGUSR1/SIGUSR2/SIGTERM in process: Preempted (not KeyboardInterrupt itself) after the step, with
+    last.pt at that step; a repeated SIGTERM does not abort the save; every handler is restored."""
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    signals = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2]
+    before = [signal.getsignal(s) for s in signals]
+    _interrupt_at(monkeypatch, 10, presses=times, signum=getattr(signal, name))
+    with pytest.raises(T.Preempted, match=f"stopped by {name} at step 10"):
+        train_run(tiny(), run)
+    monkeypatch.undo()
+    assert [signal.getsignal(s) for s in signals] == before
+    state = json.loads((run / "state.json").read_text())
+    assert state == {**state, "status": "interrupted", "message": f"stopped by {name} at step 10"}
+    assert torch.load(run / "last.pt", weights_only=False)["state"]["step"] == 10
     resume_run(run)
     train_run(tiny(), reference)
     assert_same_run(run, reference)

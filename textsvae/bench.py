@@ -41,6 +41,7 @@ class RunTask:
 class RunOutcome:
     run_id: str
     status: str          # finished | failed | busy (locked by another process) | done (already finished)
+    #                      | interrupted (SIGTERM/SIGUSR1/SIGUSR2: stopped with last.pt saved, resumed next time)
     message: str = ""
     seconds: float = 0.0
 
@@ -55,6 +56,7 @@ def run_status(folder: Path) -> str:
 def execute_run(task: RunTask) -> RunOutcome:
     """Train (or resume), evaluate, probe and write the run's rows; errors mark the run failed."""
     from .results import write_failure, write_rows
+    from .train import Preempted
 
     spec = task.spec
     folder = Path(task.results_dir) / spec.run_id
@@ -72,6 +74,8 @@ def execute_run(task: RunTask) -> RunOutcome:
         try:
             summary = _train(folder, spec, task.threads, fresh=(status == "failed"))
             evals, eval_seconds = _evaluate(folder, spec)
+        except Preempted as exc:  # not failed: the next bench resumes it from last.pt
+            return RunOutcome(spec.run_id, "interrupted", str(exc), time.perf_counter() - start)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # TrainingDiverged, RunError, a bug in a method: mark and go on
@@ -212,7 +216,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
             report.finished.append(outcome.run_id)
         elif outcome.status == "done":
             report.already_done += 1
-        elif outcome.status == "busy":
+        elif outcome.status in ("busy", "interrupted"):   # not finished: the next bench runs it
             report.busy.append((spec, outcome.message))
         else:
             report.failed.append((spec, outcome.message))

@@ -290,7 +290,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
     else:
         click.echo(f"{spec.name}: {len(report.finished)} run(s) finished in {report.seconds:.0f}s with "
                    f"{report.jobs} job(s); {report.already_done} were done before; {len(report.failed)} failed; "
-                   f"{len(report.busy)} held by another process")
+                   f"{len(report.busy)} not finished (held by another process or interrupted)")
     click.echo("")
     click.echo(render(build_table(load_results(results), spec.runs, spec.metrics, spec.reported), "md"))
     for run, message in report.busy:
@@ -299,8 +299,8 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
         click.echo(f"FAILED: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}",
                    err=True)
     if report.busy:
-        click.echo(f"{len(report.busy)} run(s) not finished: held by another process; run `textsvae bench "
-                   f"{name}` again when it is done", err=True)
+        click.echo(f"{len(report.busy)} run(s) not finished: held by another process or interrupted; run "
+                   f"`textsvae bench {name}` again to finish them", err=True)
     if report.failed or report.busy:
         sys.exit(1)
 

@@ -67,14 +67,19 @@ class Heartbeat:
                 return
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process pid runs on this host: it exists and is not a zombie (a dead child nobody has
+    reaped yet still answers kill(pid, 0))."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 STALE_EMPTY_LOCK_S = 30.0  # an empty lock this old (made by an older version whose holder died before writing it)
@@ -147,7 +152,7 @@ def acquire_lock(folder: Path, heartbeat: float | None = HEARTBEAT_S) -> Path:
             except ValueError:
                 info = {}
             info = info if isinstance(info, dict) else {}
-            dead = info.get("host") == host and isinstance(info.get("pid"), int) and not _pid_alive(info["pid"])
+            dead = info.get("host") == host and isinstance(info.get("pid"), int) and not pid_alive(info["pid"])
             silent = info.get("host") not in (None, host) and age > stale_after()
             if dead or silent or (not seen and age > STALE_EMPTY_LOCK_S):
                 why = f"no heartbeat for {age:.0f} s" if silent else "dead process"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
-from .locks import _pid_alive, read_lock, stale_after
+from .locks import pid_alive, read_lock, stale_after
 from .results import read_status
 
 ORDER = ("finished", "running", "failed", "started", "stale", "missing")
@@ -36,7 +36,7 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
     if held is not None:
         info, age = held
         here = info.get("host") == socket.gethostname()
-        alive = _pid_alive(info["pid"]) if here and isinstance(info.get("pid"), int) else age <= stale_after()
+        alive = pid_alive(info["pid"]) if here and isinstance(info.get("pid"), int) else age <= stale_after()
         job = f", job {info['job']}" if info.get("job") else ""
         who = f"pid {info.get('pid')} on {info.get('host')}{job}, heartbeat {age:.0f} s ago"
         return RunState(spec, "running" if alive else "stale", f"{progress}; {who}")

@@ -37,6 +37,17 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+class Preempted(KeyboardInterrupt):
+    """SIGTERM, SIGUSR1 or SIGUSR2 (a scheduler's pre-emption or time-limit warning) stopped the run after
+    a step, with last.pt saved and state.json 'interrupted': `resume_run` continues it exactly. Not an
+    error (a KeyboardInterrupt, so no `except Exception` marks the run failed)."""
+
+
+# fit's handler: a first one stops after the current step and saves last.pt; a second Ctrl-C stops at once
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                     if hasattr(signal, name))
+
+
 @dataclass
 class TrainState:
     """Everything besides tensors that a resumed run needs to continue exactly."""
@@ -177,23 +188,29 @@ class Trainer:
         log.info("model: %s decoder, %d parameters, %d train sentences, %d steps/epoch, device %s",
                  self.config.model.decoder, count_parameters(self.model), len(self._lengths),
                  self.steps_per_epoch, self.device)
-        interrupted = {"flag": False, "saved": False}
+        interrupted = {"flag": False, "saved": False, "signal": ""}
 
-        def on_sigint(signum, frame):
-            if interrupted["flag"]:  # a second Ctrl-C: stop now; last.pt is the previous complete checkpoint
-                raise KeyboardInterrupt
-            interrupted["flag"] = True
-            log.warning("Ctrl-C: stopping after this step and saving last.pt (press again to stop at once)")
+        def on_signal(signum, frame):
+            if interrupted["flag"]:
+                if signum == signal.SIGINT:  # a second Ctrl-C: stop now; last.pt is the previous complete checkpoint
+                    raise KeyboardInterrupt
+                return  # a repeated SIGTERM (Slurm may send more than one) must not abort the save
+            interrupted.update(flag=True, signal="Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
+            log.warning("%s: stopping after this step and saving last.pt (%s)", interrupted["signal"],
+                        "press again to stop at once" if signum == signal.SIGINT else "resume it later")
 
-        previous = signal.signal(signal.SIGINT, on_sigint) if _in_main_thread() else None
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS} if _in_main_thread() else {}
         try:
             while not self.state.done:
                 self._run_epoch(interrupted)
                 if interrupted["flag"] and not self.state.done:
                     self.save_checkpoint()
-                    self._write_state("interrupted", f"stopped by Ctrl-C at step {self.state.step}")
+                    by = interrupted["signal"]
+                    self._write_state("interrupted", f"stopped by {by} at step {self.state.step}")
                     interrupted["saved"] = True
-                    raise KeyboardInterrupt
+                    if by == "Ctrl-C":
+                        raise KeyboardInterrupt
+                    raise Preempted(f"stopped by {by} at step {self.state.step}; last.pt is saved and resumes it")
         except TrainingDiverged as exc:
             self._write_state("failed", str(exc))
             raise
@@ -202,8 +219,9 @@ class Trainer:
                 self._write_state("interrupted", "stopped at once by Ctrl-C; last.pt is the last complete checkpoint")
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
         return self._finish()
 
     def _finish(self) -> dict[str, Any]:
