@@ -21,7 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from textsvae.grid import load_benchmark
-from textsvae.locks import pid_alive
+from textsvae.locks import pid_alive, read_lock
 from textsvae.cli import cli
 from textsvae.io import read_jsonl
 from textsvae.results import load_results, write_rows
@@ -358,12 +358,7 @@ def test_workers_die_with_a_killed_bench_and_their_runs_resume(tmp_path, write_b
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def worker_pids() -> list[int]:
-        pids = []
-        for run in ids:
-            try:
-                pids.append(json.loads((results / run / ".lock").read_text())["pid"])
-            except (OSError, ValueError, KeyError):
-                pass
+        pids = [held[0].get("pid") for held in map(read_lock, (results / r / ".lock" for r in ids)) if held]
         return pids if len(pids) == 2 and all((results / r / "log.jsonl").exists() for r in ids[:2]) else []
 
     kill_when(proc, lambda: bool(worker_pids()))

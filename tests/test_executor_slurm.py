@@ -23,7 +23,7 @@ from textsvae.cli import cli  # noqa: E402
 from textsvae.config import ConfigError  # noqa: E402
 from textsvae.executors import ExecutorError, make_executor  # noqa: E402
 from textsvae.grid import load_benchmark  # noqa: E402
-from textsvae.locks import pid_alive as running  # noqa: E402
+from textsvae.locks import pid_alive as running, read_lock  # noqa: E402
 from textsvae.results import load_results  # noqa: E402
 
 # the jobs unpickle this module's functions: send them by value (tests/ is not importable there)
@@ -201,13 +201,8 @@ def test_a_killed_bench_loses_and_duplicates_nothing(tmp_path, write_bench):
     assert proc.wait(30) == -signal.SIGKILL
 
     def holders() -> list[int]:
-        pids = []
-        for run in ids:
-            try:
-                pids.append(json.loads((results / run / ".lock").read_text())["pid"])
-            except (OSError, ValueError, KeyError):
-                pass
-        return [p for p in pids if running(p)]
+        held = [read_lock(results / run / ".lock") for run in ids]
+        return [h[0]["pid"] for h in held if h and isinstance(h[0].get("pid"), int) and running(h[0]["pid"])]
 
     bench, settings = load_benchmark("kill", bdir), local_mode(tmp_path / "logs")
     second = run_benchmark(bench, results, jobs=2, threads=1, engine="slurm", settings=settings)

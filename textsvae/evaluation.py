@@ -279,7 +279,8 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
         out.update({"elbo": -out["iw_nll"], "ppl_bound": out["ppl"], "au_threshold": eval_cfg.au_threshold,
                     "iw_samples": None})
     else:
-        out.update(latent_metrics(scores.mu, scores.logvar, eval_cfg, device, mi_batch, scores.n_tokens.tolist()))
+        lengths = scores.n_tokens.tolist() if mi_batch else None   # only He et al.'s batches need them
+        out.update(latent_metrics(scores.mu, scores.logvar, eval_cfg, device, mi_batch, lengths))
         rec_sum = float(scores.rec.sum())
         kl_sum = out["kl"] * out["n_sentences"]
         out.update({"rec": rec_sum / out["n_sentences"], "elbo": -(rec_sum + kl_sum) / out["n_sentences"],

@@ -30,12 +30,17 @@ def holds_run(run_dir: Path) -> bool:
     return run_dir.exists() and any((run_dir / f).exists() for f in RUN_FILES)
 
 
+def refuse_existing_run(run_dir: Path, force: bool) -> None:
+    """The one-line refusal of a folder that already holds a run, unless force."""
+    if not force and holds_run(run_dir):
+        raise RunError(f"{run_dir} already holds a run; use --resume to continue it or --force to overwrite it")
+
+
 def prepare_new_run(run_dir: Path, force: bool) -> None:
     """Refuse a folder that already holds a run unless force; with force, delete that run's files,
     its evaluations and the temporaries a kill left behind."""
+    refuse_existing_run(run_dir, force)
     if holds_run(run_dir):
-        if not force:
-            raise RunError(f"{run_dir} already holds a run; use --resume to continue it or --force to overwrite it")
         stale = [run_dir / f for f in RUN_FILES] + list(run_dir.glob("eval_*.json")) + list(run_dir.glob(".*.tmp"))
         for f in stale:
             f.unlink(missing_ok=True)

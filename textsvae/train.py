@@ -27,8 +27,8 @@ from .io import append_jsonl, atomic_write_json, read_jsonl, remove_partial_writ
 from .methods import Method, build_method
 from .models import TextVAE, count_parameters
 from .optim import clip_grad_norm, sparse_embeddings
-from .rundir import (RunError, check_checkpoint, holds_run, load_checkpoint, prepare_new_run, read_run_config,
-                     save_checkpoint, truncate_log, write_state)
+from .rundir import (RunError, check_checkpoint, load_checkpoint, prepare_new_run, read_run_config,
+                     refuse_existing_run, save_checkpoint, truncate_log, write_state)
 from .validation import validation_metrics
 
 log = logging.getLogger(__name__)
@@ -389,8 +389,7 @@ def _fmt(x: float | None) -> str:
 def train_run(config: RunConfig, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
     """Start a new run in run_dir (refused if it already holds one, unless force)."""
     run_dir = Path(run_dir)
-    if holds_run(run_dir) and not force:
-        prepare_new_run(run_dir, force)  # raises the one-line refusal before any work
+    refuse_existing_run(run_dir, force)  # before any work
     trainer = Trainer(config, run_dir)
     trainer.prepare_run_dir(force)
     return trainer.fit()
