@@ -16,6 +16,7 @@ from .config import apply_overrides
 from .grid import Benchmark, RunSpec, run_id
 from .io import remove_partial_writes
 from .locks import LockBusy, acquire_lock, release_lock
+from .progress import lines_only, progress
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class RunTask:
     threads: int
     retry_failed: bool
     provenance: dict[str, Any]
+    track: str | None = None     # experiment trackers for this run (None: the benchmark's own `track` setting)
 
     def __str__(self) -> str:
         return f"run {self.spec.run_id}"
@@ -72,8 +74,9 @@ def execute_run(task: RunTask) -> RunOutcome:
         if status == "finished" or (status == "failed" and not task.retry_failed):
             return RunOutcome(spec.run_id, "done" if status == "finished" else "failed", "already " + status)
         try:
-            summary = _train(folder, spec, task.threads, fresh=(status == "failed"))
-            evals, eval_seconds = _evaluate(folder, spec)
+            with lines_only():   # never a second bar: plain lines, in the worker's log (a Slurm job's log file)
+                summary = _train(folder, spec, task, fresh=(status == "failed"))
+                evals, eval_seconds = _evaluate(folder, spec)
         except Preempted as exc:  # not failed: the next bench resumes it from last.pt
             return RunOutcome(spec.run_id, "interrupted", str(exc), time.perf_counter() - start)
         except (KeyboardInterrupt, SystemExit):
@@ -84,16 +87,24 @@ def execute_run(task: RunTask) -> RunOutcome:
             write_failure(folder, spec, message, task.provenance)
             return RunOutcome(spec.run_id, "failed", message, time.perf_counter() - start)
         write_rows(folder, spec, summary, evals, eval_seconds, task.provenance)
+        _track_evaluation(folder, spec, task, evals, summary)
         return RunOutcome(spec.run_id, "finished", "", time.perf_counter() - start)
     finally:
         release_lock(lock)
 
 
-def _train(folder: Path, spec: RunSpec, threads: int, fresh: bool) -> dict[str, Any]:
+def _execution(spec: RunSpec, task: RunTask) -> dict[str, Any]:
+    """How a grid's run executes: the worker's threads, the trackers and their project."""
+    track = spec.config.train.track if task.track is None else task.track
+    return {"threads": task.threads, "track": track, "track_project": spec.benchmark}
+
+
+def _train(folder: Path, spec: RunSpec, task: RunTask, fresh: bool) -> dict[str, Any]:
     from .rundir import RunError, read_run_config
     from .train import resume_run, train_run
 
-    config = apply_overrides(spec.config, {"threads": threads, "progress": False})
+    execution = _execution(spec, task)
+    config = apply_overrides(spec.config, execution)
     # no last.pt: killed before its first checkpoint (maybe between config.json and vocab.json), nothing to resume
     if fresh or not (folder / "config.json").exists() or not (folder / "last.pt").exists():
         return train_run(config, folder, force=True)
@@ -104,7 +115,17 @@ def _train(folder: Path, spec: RunSpec, threads: int, fresh: bool) -> dict[str, 
     if state.get("status") == "finished" and (folder / "summary.json").exists():
         return json.loads((folder / "summary.json").read_text())
     log.info("resuming %s", folder)
-    return resume_run(folder)
+    return resume_run(folder, execution)
+
+
+def _track_evaluation(folder: Path, spec: RunSpec, task: RunTask, evals: dict[str, dict[str, Any]],
+                      summary: dict[str, Any]) -> None:
+    """The final evaluations, to the run's trackers (which never fail the run)."""
+    execution = _execution(spec, task)
+    if execution["track"]:
+        from .trackers import log_evaluation
+
+        log_evaluation(apply_overrides(spec.config, execution), folder, evals, int(summary.get("steps", 0)))
 
 
 def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], float]:
@@ -171,16 +192,21 @@ def provenance() -> dict[str, Any]:
 
 def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, jobs: str | int | None = "auto",
                   retry_failed: bool = False, engine: str = "local", threads: int | None = None,
-                  settings: dict[str, Any] | None = None) -> BenchReport:
+                  settings: dict[str, Any] | None = None, track: str | None = None) -> BenchReport:
     """Run the benchmark's missing runs (resuming half-done ones), `jobs` at a time.
 
     threads: torch threads per run (default cores // jobs).
+    track: experiment trackers, e.g. "tensorboard,mlflow" (None: the benchmark's `track` setting).
     """
     from .executors import make_executor, parse_jobs, threads_per_job
 
     import torch
 
     parse_jobs(jobs, 1, gpu=False)  # a bad --jobs fails before anything else
+    if track is not None:
+        from .trackers import parse_track
+
+        parse_track(track)  # so does an unknown tracker or a missing extra
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -203,25 +229,35 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
     info = provenance()
     log.info("%s: %d of %d runs to do (%d already done), %d job(s) x %d thread(s), results in %s",
              bench.name, len(todo), report.total, report.already_done, n_jobs, threads, results_dir)
-    tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info) for spec in todo]
+    tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info, track) for spec in todo]
     by_id = {s.run_id: s for s in todo}
     executor = make_executor(n_jobs, engine, settings)
-    executor.on_start(lambda task: log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "last.pt")
-                                            .exists() else "start", _describe(task.spec)))
-    done = 0
-    for outcome in executor.map_unordered(execute_run, tasks):
-        done += 1
-        spec = by_id[outcome.run_id]
-        if outcome.status == "finished":
-            report.finished.append(outcome.run_id)
-        elif outcome.status == "done":
-            report.already_done += 1
-        elif outcome.status in ("busy", "interrupted"):   # not finished: the next bench runs it
-            report.busy.append((spec, outcome.message))
-        else:
-            report.failed.append((spec, outcome.message))
-        log.info("[%d/%d] %-8s %s%s (%.0fs elapsed)", done, len(todo), outcome.status, _describe(spec),
-                 f": {outcome.message}" if outcome.status == "failed" else "", time.perf_counter() - start)
+    done, started = 0, 0
+    with progress(report.total, bench.name, initial=report.total - len(todo), unit="runs") as shown:
+        def on_start(task: RunTask) -> None:
+            nonlocal started
+            started += 1
+            log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "last.pt").exists() else "start",
+                     _describe(task.spec))
+            shown.set_postfix(running=started - done, failed=len(report.failed))
+            shown.update(0)
+
+        executor.on_start(on_start)
+        for outcome in executor.map_unordered(execute_run, tasks):
+            done += 1
+            spec = by_id[outcome.run_id]
+            if outcome.status == "finished":
+                report.finished.append(outcome.run_id)
+            elif outcome.status == "done":
+                report.already_done += 1
+            elif outcome.status in ("busy", "interrupted"):   # not finished: the next bench runs it
+                report.busy.append((spec, outcome.message))
+            else:
+                report.failed.append((spec, outcome.message))
+            log.info("[%d/%d] %-8s %s%s (%.0fs elapsed)", done, len(todo), outcome.status, _describe(spec),
+                     f": {outcome.message}" if outcome.status == "failed" else "", time.perf_counter() - start)
+            shown.set_postfix(running=started - done, failed=len(report.failed))
+            shown.update(1)
     report.seconds = time.perf_counter() - start
     from .io import append_jsonl
 

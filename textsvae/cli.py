@@ -89,6 +89,8 @@ def cli(verbose: bool) -> None:
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--threads", type=int, default=None, help="torch CPU threads.")
 @click.option("--plugin", multiple=True, type=click.Path(), help="A Python file that registers more methods.")
+@click.option("--track", default=None, metavar="NAMES",
+              help="Experiment trackers, comma-separated: tensorboard, mlflow, wandb (their extras).")
 @click.option("-o", "--out", "run_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder (default runs/<data>-<decoder>-<method>-s<seed>).")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), default=None,
@@ -96,7 +98,7 @@ def cli(verbose: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite a run folder that already holds a run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def train(data, data_dir, decoder, preset, method, params, overrides, epochs, seed, device, threads, plugin,
-          run_dir, resume_dir, force, as_json):
+          track, run_dir, resume_dir, force, as_json):
     """Train a model and print its validation metrics."""
     from .methods import load_plugin
     from .train import resume_run, train_run
@@ -108,13 +110,15 @@ def train(data, data_dir, decoder, preset, method, params, overrides, epochs, se
                                 ("--epochs", epochs), ("--seed", seed), ("--set", overrides), ("-p", params)] if v]
         if given:
             raise UserError(f"--resume continues a run with its saved config; drop {', '.join(given)}")
-        summary = resume_run(resume_dir)
+        execution = {k: v for k, v in (("device", device), ("threads", threads), ("track", track)) if v is not None}
+        summary = resume_run(resume_dir, execution)
         run_dir = resume_dir
     else:
         config = preset_config(preset)
         flat: dict = {}
         for key, value in [("data", data), ("data_dir", data_dir), ("decoder", decoder), ("method", method),
-                           ("epochs", epochs), ("seed", seed), ("device", device), ("threads", threads)]:
+                           ("epochs", epochs), ("seed", seed), ("device", device), ("threads", threads),
+                           ("track", track)]:
             if value is not None:
                 flat[key] = value
         flat.update(_pairs(overrides, "--set"))
@@ -248,8 +252,11 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, rec
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
 @click.option("--status", "show_status", is_flag=True,
               help="The grid's state from the results folder alone (finished, running, failed, left); run nothing.")
+@click.option("--track", default=None, metavar="NAMES",
+              help="Experiment trackers for every run, comma-separated: tensorboard, mlflow, wandb; the benchmark "
+                   "is the project, runs are named by run id and grouped by method/decoder.")
 def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, engine_settings, dry_run,
-          show_status):
+          show_status, track):
     """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
 
     Without NAME, list the benchmarks found.
@@ -280,7 +287,8 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
         if engine and table.pop("name", engine) != engine:   # another engine's settings do not apply
             table = {}
         table.update(_pairs(engine_settings, "-E"))
-        report = run_benchmark(spec, results, jobs, retry_failed, engine=chosen, threads=threads, settings=table)
+        report = run_benchmark(spec, results, jobs, retry_failed, engine=chosen, threads=threads, settings=table,
+                               track=track)
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
                    f"again", err=True)
@@ -343,8 +351,7 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out):
     df = load_results(results)
     header = None
     if out:
-        where = "".join(f" {opt} {shlex.quote(str(v))}" for opt, v in
-                        (("--results", results_dir), ("--benchmarks-dir", benchmarks_dir)) if v)
+        where = _where_options(results_dir, benchmarks_dir)
         split_opt = f" --split {split}" if split != "test" else ""
         header = [f"{spec.name}: {spec.description}".rstrip(": "),
                   f"Regenerate: `textsvae bench {shlex.quote(name)}{where} && textsvae table {shlex.quote(name)}"
@@ -357,6 +364,46 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out):
         click.echo(f"wrote {out}")
     else:
         click.echo(text, nl=False)
+
+
+def _where_options(results_dir: str | None, benchmarks_dir: str | None) -> str:
+    """' --results DIR --benchmarks-dir DIR' for the options given, shell-quoted (regenerate lines)."""
+    import shlex
+
+    return "".join(f" {opt} {shlex.quote(str(v))}" for opt, v in
+                   (("--results", results_dir), ("--benchmarks-dir", benchmarks_dir)) if v)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default runs/bench).")
+@click.option("--benchmarks-dir", type=click.Path(file_okay=False), default=None,
+              help="Extra folder of benchmark files.")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+def report(name, results_dir, benchmarks_dir, split, out):
+    """One self-contained HTML page of benchmark NAME: table, training curves, provenance, failed runs."""
+    import shlex
+
+    from .bench import DEFAULT_RESULTS
+    from .grid import load_benchmark
+    from .io import atomic_write_text
+    from .report import build_report
+
+    spec = load_benchmark(name, benchmarks_dir)
+    results = Path(results_dir or DEFAULT_RESULTS)
+    where = _where_options(results_dir, benchmarks_dir)
+    split_opt = f" --split {split}" if split != "test" else ""
+    command = (f"textsvae bench {shlex.quote(name)}{where} && textsvae report {shlex.quote(name)}{where}"
+               f"{split_opt} -o {shlex.quote(str(out))}")
+    page = build_report(spec, results, split, command)
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, page)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out} ({len(page) / 1e6:.1f} MB)")
 
 
 @cli.command()

@@ -70,7 +70,9 @@ class TrainConfig:
     precision: str = "fp32"        # "fp32", or "bf16" autocast (opt-in: matmuls in bf16, softmax in fp32)
     monitor_size: int = 500        # validation sentences used for the per-epoch MI and AU
     monitor_every: int = 0         # also log Rec, KL, MI, AU on that subset every N steps (monitor.jsonl); 0: off
-    progress: bool = True          # show a progress bar
+    progress: bool = True          # show progress (a bar on a terminal, plain lines otherwise: textsvae/progress.py)
+    track: str = ""                # experiment trackers, comma-separated: tensorboard, mlflow, wandb ("" = none)
+    track_project: str = "textsvae"  # the trackers' experiment / project name (bench: the benchmark's name)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,11 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
+
+# execution-only fields: how a run is executed, not what it computes (left out of run ids and checkpoint
+# checks; a resumed run may change them)
+EXECUTION_FIELDS = {"train": ("threads", "progress", "device", "track", "track_project"), "data": ("data_dir",),
+                    "eval": ("workers",)}
 
 PRECISIONS = ("fp32", "bf16", "fp16")        # evaluation
 TRAIN_PRECISIONS = ("fp32", "bf16")          # fp16 training would need loss scaling (a host sync per step)
@@ -250,6 +257,12 @@ def check_config(config: RunConfig) -> RunConfig:
         if not ok:
             raise ConfigError(message)
     return config
+
+
+def without_execution_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (RunConfig.to_dict()) without its execution-only fields: what the run computes."""
+    return {section: {k: v for k, v in values.items() if k not in EXECUTION_FIELDS.get(section, ())}
+            for section, values in d.items()}
 
 
 def replace_eval(eval_cfg: EvalConfig, **changes: Any) -> EvalConfig:

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
@@ -21,6 +21,7 @@ from .data.batching import Batch, bucket_batches, make_batch, to_device
 from .metric_registry import RECON_METRICS, latent_metric_names
 from .metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
                       kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
+from .progress import progress
 
 if TYPE_CHECKING:
     from .data.corpus import Corpus
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 EVAL_SPLITS = ("valid", "test")
 HE_MI_BATCH = 32  # He et al.'s evaluation minibatch, for their per-minibatch MI
+WORKER_POLL_S = 0.5  # how often the progress of forked scoring workers is read
 
 
 @dataclass
@@ -111,18 +113,30 @@ def score_sentences(model: "TextVAE", method: "Method", sentences: list[list[int
 
     keys[i] is sentence i's position in its split, which keys its random draws (default: i).
     With eval.workers > 1 on the CPU the sentences are scored by that many forked processes.
+    The progress shown counts sentences scored.
     """
     if not sentences:
         raise ConfigError("no sentences to evaluate")
-    if eval_cfg.workers > 1 and device.type == "cpu" and len(sentences) > 1 and _can_fork():
-        return _score_in_workers(model, method, sentences, eval_cfg, device, iw_samples, pad_to, keys)
     k = eval_cfg.iw_samples if iw_samples is None else iw_samples
+    with progress(len(sentences), "iw-nll" if model.is_lm else f"iw-nll K={k}", unit="sentences") as shown:
+        if eval_cfg.workers > 1 and device.type == "cpu" and len(sentences) > 1 and _can_fork():
+            return _score_in_workers(model, method, sentences, eval_cfg, device, k, pad_to, keys, shown.update)
+        return _score_here(model, method, sentences, eval_cfg, device, k, pad_to, keys, shown.update)
+
+
+def _score_here(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
+                device: torch.device, k: int, pad_to: int | None, keys: list[int] | None,
+                scored: Callable[[int], None]) -> SentenceScores:
+    """score_sentences in this process, calling scored(n) after each batch of n sentences."""
     was_training, precision = model.training, model.autocast_dtype
     model.eval()
     model.set_precision(eval_cfg.eval_precision)
     batches = eval_batches(sentences, eval_cfg.eval_batch_size, model.vocab_size, eval_cfg.mem_budget_mb)
+    parts = []
     try:
-        parts = [score_batch(model, method, sentences, index, eval_cfg, device, k, pad_to, keys) for index in batches]
+        for index in batches:
+            parts.append(score_batch(model, method, sentences, index, eval_cfg, device, k, pad_to, keys))
+            scored(len(index))
     finally:
         model.train(was_training)
         model.autocast_dtype = precision
@@ -169,14 +183,21 @@ def _score_shard(shard: list[int]) -> SentenceScores:
     torch.set_num_threads(a["threads"])
     sentences = [a["sentences"][i] for i in shard]
     keys = [a["keys"][i] for i in shard]
-    return score_sentences(a["model"], a["method"], sentences, a["eval_cfg"], a["device"], a["iw_samples"],
-                           a["pad_to"], keys)
+    done = a["done"]
+
+    def scored(n: int) -> None:
+        with done.get_lock():
+            done.value += n
+
+    return _score_here(a["model"], a["method"], sentences, a["eval_cfg"], a["device"], a["k"], a["pad_to"], keys,
+                       scored)
 
 
 def _score_in_workers(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
-                      device: torch.device, iw_samples: int | None, pad_to: int | None,
-                      keys: list[int] | None) -> SentenceScores:
-    """score_sentences over eval.workers forked processes, each with threads // workers torch threads.
+                      device: torch.device, k: int, pad_to: int | None, keys: list[int] | None,
+                      scored: Callable[[int], None]) -> SentenceScores:
+    """score_sentences over eval.workers forked processes, each with threads // workers torch threads;
+    the workers count the sentences they score in a shared counter, passed on to scored(n).
 
     On a few cores, processes with one thread each keep the cores busier than one process whose
     threads wait for each other at every op (the same reason `bench --jobs` packs runs). Sentences
@@ -189,13 +210,21 @@ def _score_in_workers(model: "TextVAE", method: "Method", sentences: list[list[i
     workers = min(eval_cfg.workers, len(sentences))
     by_length = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     shards = [by_length[w::workers] for w in range(workers)]
+    context = multiprocessing.get_context("fork")
+    done = context.Value("q", 0)
     _FORKED.update(model=model, method=method, sentences=sentences, eval_cfg=replace(eval_cfg, workers=1),
-                   device=device, iw_samples=iw_samples, pad_to=pad_to,
-                   keys=list(range(len(sentences))) if keys is None else keys,
-                   threads=max(1, torch.get_num_threads() // workers))
+                   device=device, k=k, pad_to=pad_to, keys=list(range(len(sentences))) if keys is None else keys,
+                   threads=max(1, torch.get_num_threads() // workers), done=done)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            parts = pool.map(_score_shard, shards)
+        with context.Pool(workers) as pool:
+            result, seen = pool.map_async(_score_shard, shards), 0
+            while not result.ready():
+                result.wait(WORKER_POLL_S)
+                value = done.value
+                scored(value - seen)
+                seen = value
+            parts = result.get()
+        scored(done.value - seen)
     finally:
         _FORKED.clear()
     return _merge_scores(parts, shards, len(sentences))

@@ -21,6 +21,7 @@ from .data.vocab import UNK_ID, UNK_SPELLINGS
 from .decoding import DecodeOptions, decode
 from .evaluation import encode_ids
 from .io import atomic_write_bytes
+from .progress import progress
 
 log = logging.getLogger(__name__)
 Z_MODES = ("mean", "sample")
@@ -154,11 +155,18 @@ def check_reconstruct(mode: str, samples: int, options: DecodeOptions) -> None:
 
 def reconstruct_ids(model, method, ids: list[list[int]], eval_cfg: EvalConfig, device: torch.device,
                     mode: str, samples: int, options: DecodeOptions) -> list[list[list[int]]]:
-    """`samples` decodings per sentence of z = mu or z ~ q(z|x) (draws seeded by options.seed)."""
+    """`samples` decodings per sentence of z = mu or z ~ q(z|x) (draws seeded by options.seed), eval_batch_size
+    sentences at a time; `--decode sample` draws every row's words from one generator, so in one pass."""
     check_reconstruct(mode, samples, options)
     require_latent(model, "reconstruct")
     mu, logvar = encode_ids(model, method, ids, eval_cfg, device)
-    out = decode(model, posterior_z(mu, logvar, mode, samples, options.seed), options)
+    z = posterior_z(mu, logvar, mode, samples, options.seed)                    # (N * samples, D)
+    step = len(ids) if options.strategy == "sample" else eval_cfg.eval_batch_size
+    out: list[list[int]] = []
+    with progress(len(ids), "reconstruct", unit="sentences") as shown:
+        for start in range(0, len(ids), step):
+            out += decode(model, z[start * samples:(start + step) * samples], options)
+            shown.update(min(step, len(ids) - start))
     return [out[i * samples:(i + 1) * samples] for i in range(len(ids))]
 
 

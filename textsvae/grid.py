@@ -20,11 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, apply_overrides, preset_config
+from .config import ConfigError, RunConfig, apply_overrides, preset_config, without_execution_fields
 from .metric_registry import RECON_METRICS
 
-# execution-only fields: they change how a run is executed, not what it computes
-EXECUTION_FIELDS = {"train": ("threads", "progress", "device"), "data": ("data_dir",), "eval": ("workers",)}
 DEFAULT_METRICS = ("iw_nll", "kl", "mi", "au", "ppl")
 
 
@@ -129,10 +127,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 # -- the grid ----------------------------------------------------------------------------------------
 def run_id(config: RunConfig) -> str:
     """12 hex digits of the SHA-256 of the config (seed included), execution-only fields left out."""
-    d = config.to_dict()
-    for section, names in EXECUTION_FIELDS.items():
-        for name in names:
-            d[section].pop(name, None)
+    d = without_execution_fields(config.to_dict())
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

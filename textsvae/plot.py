@@ -30,18 +30,16 @@ def run_label(run_dir: Path) -> str:
         return run_dir.name
 
 
-def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch",
-              panels: tuple[str, ...] = PANELS, per_epoch: bool = False) -> Path:
-    """Write a PNG with one panel per key of `panels`; x is 'epoch' or 'step'. per_epoch reads
-    log.jsonl even where monitor.jsonl exists (lr and valid_loss are logged per epoch only)."""
+def check_panels(panels: tuple[str, ...]) -> None:
+    """One-line error for an empty panel list or a key outside PANEL_TITLES."""
     unknown = [p for p in panels if p not in PANEL_TITLES]
     if unknown or not panels:
         raise ConfigError(f"unknown panel(s) {unknown or '(none given)'}; valid panels: {', '.join(PANEL_TITLES)}")
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def read_logs(run_dirs: list[str | Path], per_epoch: bool = False) -> list[tuple[str, list[dict]]]:
+    """(label, log rows) per run folder: monitor.jsonl where it exists (unless per_epoch), else log.jsonl;
+    labelled by run_label, with the folder's name added where two runs share a label."""
     logs = []
     for d in map(Path, run_dirs):
         # monitor.jsonl (every `monitor_every` steps, all on the monitor subset) when the run has it
@@ -52,33 +50,68 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch",
     labels = [label for label, _ in logs]
     if len(set(labels)) < len(labels):  # same config in two folders: name them by folder
         logs = [(f"{label} ({Path(d).name})", rows) for (label, rows), d in zip(logs, run_dirs)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), constrained_layout=True, squeeze=False)
+    return logs
+
+
+def curves_figure(logs: list[tuple[str, list[dict]]], x: str = "epoch", panels: tuple[str, ...] = PANELS,
+                  title: str = "", panel_size: tuple[float, float] = (4, 3.4),
+                  ylim: dict[str, tuple[float, float]] | None = None):
+    """A matplotlib figure: one panel per key of `panels`, one line per (label, rows) of logs; ylim fixes
+    the y range of some panels (active units: 0 to the latent size)."""
+    check_panels(panels)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    width, height = panel_size
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), height), constrained_layout=True,
+                             squeeze=False)
     axes = axes[0]
     for ax, key in zip(axes, panels):
-        title = PANEL_TITLES[key]
         for i, (label, rows) in enumerate(logs):  # fixed style per run: panels where a run has no value agree
             points = [(r[x], r[key]) for r in rows if r.get(key) is not None and x in r]
             style = {"color": f"C{i % 10}", "linestyle": ("-", "--", ":", "-.")[(i // 10) % 4]}
             ax.plot(*(zip(*points) if points else ([], [])), marker="o", markersize=3, label=label, **style)
-        ax.set_title(title)
+        ax.set_title(PANEL_TITLES[key])
         if key == "lr":
             ax.set_yscale("log", base=2)
+        if key.endswith("_au"):                   # a count of latent dimensions
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if key in (ylim or {}):
+            ax.set_ylim(*ylim[key])
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize="small")
-    return save_png(fig, out)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, x: str = "epoch",
+              panels: tuple[str, ...] = PANELS, per_epoch: bool = False) -> Path:
+    """Write a PNG with one panel per key of `panels`; x is 'epoch' or 'step'. per_epoch reads
+    log.jsonl even where monitor.jsonl exists (lr and valid_loss are logged per epoch only)."""
+    check_panels(panels)
+    return save_png(curves_figure(read_logs(run_dirs, per_epoch), x, panels), out)
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes; closes it."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
 
 
 def save_png(fig, out: str | Path) -> Path:
     """Write the figure as a PNG atomically (its folder made if missing) and close it."""
-    import matplotlib.pyplot as plt
-
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(out, buffer.getvalue())
-    plt.close(fig)
+    atomic_write_bytes(out, png_bytes(fig))
     return out
 
 

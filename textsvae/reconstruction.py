@@ -18,6 +18,7 @@ import torch
 
 from .data.batching import bucket_batches
 from .decoding import DecodeOptions, decode
+from .progress import progress
 
 if TYPE_CHECKING:
     from .models import TextVAE
@@ -30,9 +31,11 @@ def reconstruct(model: "TextVAE", mu: torch.Tensor, ids: list[list[int]], batch_
     without <s>/</s>), length-bucketed batches of batch_size; at most max_n len(x_n) + 10 words."""
     options = DecodeOptions(strategy="greedy", max_len=max((len(x) for x in ids), default=0) + EXTRA_WORDS)
     out: list[list[int]] = [[] for _ in ids]
-    for index in bucket_batches([len(x) for x in ids], batch_size):
-        for i, y in zip(index, decode(model, mu[index], options)):
-            out[i] = y
+    with progress(len(ids), "reconstruct", unit="sentences") as shown:
+        for index in bucket_batches([len(x) for x in ids], batch_size):
+            for i, y in zip(index, decode(model, mu[index], options)):
+                out[i] = y
+            shown.update(len(index))
     return out
 
 

@@ -7,6 +7,7 @@ date). Each run folder holds its `rows.csv` (written atomically) and `bench.json
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -213,9 +214,35 @@ def render_markdown(table: Table) -> str:
         label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
         cells = [_cell(row, d, m, " ± ", "**{}**") for d, m in _columns(table)]
         lines.append("| " + " | ".join([label, row["decoder"]] + cells) + " |")
-    notes = (f"\n\nMean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column "
-             f"({best_rule(table.metrics)}). {table.split.capitalize()} split; NLL is IW-NLL in nats per sentence.")
-    return "\n".join(lines) + notes + "\n"
+    return "\n".join(lines) + "\n\n" + table_note(table) + "\n"
+
+
+def table_note(table: Table) -> str:
+    """The footnote under every rendering of the table: what a cell is, what bold marks, the split."""
+    return (f"Mean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column "
+            f"({best_rule(table.metrics)}). {table.split.capitalize()} split; NLL is IW-NLL in nats per sentence.")
+
+
+def render_html_table(table: Table) -> str:
+    """The markdown table as HTML, cell for cell the same strings: best cells in <strong>, reported rows in
+    their own <tbody class="reported">, the footnote in <p class="note">."""
+    esc = html.escape
+    header = ["Method", "Decoder"] + [_title(table, d, m) for d, m in _columns(table)]
+    heads = [f"<th>{esc(h)}</th>" if i < 2 else f'<th class="num">{esc(h)}</th>' for i, h in enumerate(header)]
+    lines = ['<table class="results">', "<thead><tr>" + "".join(heads) + "</tr></thead>"]
+    for reported in (False, True):
+        rows = [row for row in table.rows if bool(row["source"]) == reported]
+        if not rows:
+            continue
+        lines.append('<tbody class="reported">' if reported else "<tbody>")
+        for row in rows:
+            label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
+            cells = [_cell(row, d, m, " ± ", "<strong>{}</strong>") for d, m in _columns(table)]
+            lines.append(f"<tr><td>{esc(label)}</td><td>{esc(row['decoder'])}</td>"
+                         + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
+        lines.append("</tbody>")
+    lines += ["</table>", f'<p class="note">{esc(table_note(table))}</p>']
+    return "\n".join(lines) + "\n"
 
 
 def _latex_escape(text: str) -> str:

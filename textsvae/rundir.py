@@ -2,12 +2,14 @@
 
 config.json, vocab.json (+ spm.model), log.jsonl (one row per epoch), monitor.jsonl, last.pt (the
 full training state), best.pt (the best validated model), state.json (status), summary.json (when
-done), eval_<split>_k<K>.json (evaluations). Every file is written atomically (`io`).
+done), eval_<split>_k<K>.json (evaluations), trackers.json and tensorboard/ (experiment trackers, see
+`trackers`). Every file is written atomically (`io`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,12 @@ from typing import Any
 import torch
 
 from .version import __version__
-from .config import ConfigError, RunConfig
+from .config import ConfigError, RunConfig, without_execution_fields
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
 
 RUN_FILES = ("config.json", "vocab.json", "spm.model", "log.jsonl", "monitor.jsonl", "last.pt", "best.pt",
-             "state.json", "summary.json")
+             "state.json", "summary.json", "trackers.json")
+RUN_FOLDERS = ("tensorboard",)   # a new run's tracker files would mix with the old run's
 
 
 class RunError(RuntimeError):
@@ -44,6 +47,8 @@ def prepare_new_run(run_dir: Path, force: bool) -> None:
         stale = [run_dir / f for f in RUN_FILES] + list(run_dir.glob("eval_*.json")) + list(run_dir.glob(".*.tmp"))
         for f in stale:
             f.unlink(missing_ok=True)
+        for folder in RUN_FOLDERS:
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -95,9 +100,21 @@ def check_checkpoint(ckpt: dict[str, Any], path: Path, vocab, config: RunConfig 
                        f"the run's vocabulary has {len(vocab)}")
     if ckpt.get("vocab_digest", vocab_digest(vocab)) != vocab_digest(vocab):
         raise RunError(f"checkpoint {path} was trained with another vocabulary than {path.parent}/vocab.json")
-    if config is not None and "config" in ckpt and ckpt["config"] != config.to_dict():
-        raise RunError(f"checkpoint {path} was written with another config than {path.parent}/config.json "
-                       f"(differs in: {', '.join(changed_fields(ckpt['config'], config.to_dict()))})")
+    if config is not None and "config" in ckpt:
+        saved, current = _computed_fields(ckpt["config"]), _computed_fields(config.to_dict())
+        if saved != current:
+            raise RunError(f"checkpoint {path} was written with another config than {path.parent}/config.json "
+                           f"(differs in: {', '.join(changed_fields(saved, current))})")
+
+
+def _computed_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """What a config computes: defaults filled in for fields added since it was written, execution-only
+    fields (threads, device, trackers, ...) left out, since a resumed run may change them."""
+    try:
+        d = RunConfig.from_dict(d).to_dict()
+    except (ConfigError, TypeError, AttributeError):
+        pass
+    return without_execution_fields(d)
 
 
 def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

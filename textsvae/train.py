@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .version import __version__
-from .config import RunConfig
+from .config import EXECUTION_FIELDS, RunConfig, apply_overrides
 from .data.batching import bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
@@ -29,6 +29,7 @@ from .models import TextVAE, count_parameters
 from .optim import clip_grad_norm, sparse_embeddings
 from .rundir import (RunError, check_checkpoint, load_checkpoint, prepare_new_run, read_run_config,
                      refuse_existing_run, save_checkpoint, truncate_log, write_state)
+from .trackers import RunTracking, parse_track
 from .validation import validation_metrics
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         t = config.train
+        parse_track(t.track)   # an unknown tracker or a missing extra fails before any work
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
@@ -118,6 +120,7 @@ class Trainer:
         self.model.to(self.device)
         self.state = TrainState(lr=t.lr)
         self.optimizer = self.make_optimizer(self.model.parameters(), t.lr)
+        self.tracking: RunTracking | None = None   # opened by fit()
 
     # -- pieces that methods use -------------------------------------------------------
     def make_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
@@ -199,6 +202,8 @@ class Trainer:
             log.warning("%s: stopping after this step and saving last.pt (%s)", interrupted["signal"],
                         "press again to stop at once" if signum == signal.SIGINT else "resume it later")
 
+        self.tracking = RunTracking(self.config, self.run_dir)
+        status = "failed"
         previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS} if _in_main_thread() else {}
         try:
             while not self.state.done:
@@ -211,14 +216,17 @@ class Trainer:
                     if by == "Ctrl-C":
                         raise KeyboardInterrupt
                     raise Preempted(f"stopped by {by} at step {self.state.step}; last.pt is saved and resumes it")
+            status = "finished"
         except TrainingDiverged as exc:
             self._write_state("failed", str(exc))
             raise
         except KeyboardInterrupt:
+            status = "interrupted"
             if not interrupted.get("saved"):  # a second Ctrl-C (or one outside the handler)
                 self._write_state("interrupted", "stopped at once by Ctrl-C; last.pt is the last complete checkpoint")
             raise
         finally:
+            self.tracking.close(status)
             for sig, handler in previous.items():
                 if handler is not None:
                     signal.signal(sig, handler)
@@ -262,15 +270,12 @@ class Trainer:
                 self._monitor(beta)
             if s.step % 50 == 0 or i + 1 == self.steps_per_epoch:  # one host sync every 50 steps
                 self._check_finite(first_bad, epoch)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{float(sums['loss']) / counts['sentences']:.2f}",
-                                    kl=f"{float(sums['kl']) / counts['sentences']:.2f}", beta=f"{beta:.2f}")
-            if bar is not None:
-                bar.update(1)
+                bar.set_postfix(loss=f"{float(sums['loss']) / counts['sentences']:.2f}",
+                                kl=f"{float(sums['kl']) / counts['sentences']:.2f}", beta=f"{beta:.2f}")
+            bar.update(1)
             if interrupted["flag"] or (t.max_steps is not None and s.step >= t.max_steps):
                 break
-        if bar is not None:
-            bar.close()
+        bar.close()
         self._check_finite(first_bad, epoch)
         seconds = time.perf_counter() - start
         s.train_seconds += seconds
@@ -299,6 +304,8 @@ class Trainer:
                  s.epoch, row["train_loss"], valid["loss"], valid["rec"], valid["kl"],
                  _fmt(valid.get("mi")), valid.get("au", "-"), valid["ppl_bound"], row["tokens_per_s"])
         self.save_checkpoint()
+        if self.tracking is not None:   # after last.pt: a resumed run never redoes a step its trackers have
+            self.tracking.log_row("epoch", row, s.step)
 
     def _monitor(self, beta: float) -> None:
         """Rec, KL, MI and AU on the monitor subset of valid, appended to monitor.jsonl (collapse as it happens)."""
@@ -307,9 +314,11 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):  # leaves the training RNG (and so resume) untouched
             valid = validation_metrics(self.model, self.method, subset, self.config, self.device)
         s = self.state
-        append_jsonl(self.run_dir / "monitor.jsonl", {
-            "step": s.step, "epoch": s.step / self.steps_per_epoch, "beta": beta,
-            **{f"valid_{k}": v for k, v in valid.items()}})
+        row = {"step": s.step, "epoch": s.step / self.steps_per_epoch, "beta": beta,
+               **{f"valid_{k}": v for k, v in valid.items()}}
+        append_jsonl(self.run_dir / "monitor.jsonl", row)
+        if self.tracking is not None:
+            self.tracking.log_row("monitor", row, s.step, prefix="monitor/")
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         step = int(first_bad)  # the host sync
@@ -375,11 +384,19 @@ def _in_main_thread() -> bool:
 
 
 def _progress(total: int, desc: str, enabled: bool, initial: int = 0):
-    if not enabled:
-        return None
-    from tqdm import tqdm
+    """An epoch's progress over its batches (`progress`: a bar on a terminal, else plain lines)."""
+    from .progress import progress
 
-    return tqdm(total=total, desc=desc, initial=initial, leave=False, dynamic_ncols=True, mininterval=1.0)
+    return progress(total, desc, initial=initial, enabled=enabled, unit="batches")
+
+
+def _with_execution(config: RunConfig, execution: dict[str, Any]) -> RunConfig:
+    allowed = {name for names in EXECUTION_FIELDS.values() for name in names}
+    other = sorted(set(execution) - allowed)
+    if other:
+        raise RunError(f"a resumed run keeps its config; only {', '.join(sorted(allowed))} can change, "
+                       f"not {', '.join(other)}")
+    return apply_overrides(config, execution)
 
 
 def _fmt(x: float | None) -> str:
@@ -395,10 +412,14 @@ def train_run(config: RunConfig, run_dir: str | Path, force: bool = False) -> di
     return trainer.fit()
 
 
-def resume_run(run_dir: str | Path) -> dict[str, Any]:
-    """Continue an interrupted run from its last.pt, exactly where it stopped."""
+def resume_run(run_dir: str | Path, execution: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Continue an interrupted run from its last.pt, exactly where it stopped. `execution` changes how it
+    runs from now on (threads, device, progress, track, ...: config.EXECUTION_FIELDS), saved in config.json."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    if execution:
+        config = _with_execution(config, execution)
+        atomic_write_json(run_dir / "config.json", config.to_dict())
     try:
         vocab = load_vocab(run_dir)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
