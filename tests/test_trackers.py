@@ -3,13 +3,11 @@ log.jsonl and monitor.jsonl; a resumed run continues the same tracker run with n
 that fails warns once and leaves the training's numbers unchanged."""
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -22,7 +20,8 @@ import pytest
 from textsvae.config import ConfigError, apply_overrides, preset_config
 from textsvae.io import read_jsonl
 from textsvae.methods import REGISTRY
-from textsvae.trackers import TRACKERS, TrackerKind, flat_params, parse_track, scalars
+from textsvae.trackers import TRACKERS, TrackerKind, flat_params, parse_track, readback
+from textsvae.trackers.readback import logged_series
 from textsvae.train import resume_run, train_run
 
 pytest.importorskip("tensorboard")
@@ -46,95 +45,27 @@ def tiny(track: str = "", **overrides):
     return apply_overrides(preset_config("tiny"), {**base, **overrides})
 
 
-# -- what the run wrote ------------------------------------------------------------------------------
-def expected_series(run_dir: Path) -> dict[str, dict[int, float]]:
-    """{metric: {step: value}} as the trackers should have them, from log.jsonl and monitor.jsonl."""
-    out: dict[str, dict[int, float]] = {}
-    for name, prefix in (("log.jsonl", ""), ("monitor.jsonl", "monitor/")):
-        for row in read_jsonl(run_dir / name):
-            for key, value in scalars(row, prefix).items():
-                out.setdefault(key, {})[row["step"]] = value
-    return out
-
-
-def as_dict(series: dict[str, list[tuple[int, float]]]) -> dict[str, dict[int, float]]:
+def as_dict(points: dict[str, list[tuple[int, float]]]) -> dict[str, dict[int, float]]:
     """{metric: [(step, value), ...]} -> {metric: {step: value}}, refusing a step logged twice."""
-    for key, points in series.items():
-        steps = [s for s, _ in points]
+    for key, pairs in points.items():
+        steps = [s for s, _ in pairs]
         assert len(steps) == len(set(steps)), f"{key}: a step logged twice: {sorted(steps)}"
-    return {key: dict(points) for key, points in series.items()}
+    return {key: dict(pairs) for key, pairs in points.items()}
 
 
-# -- the trackers' own readers -----------------------------------------------------------------------
-def read_tensorboard(run_dir: Path) -> tuple[dict[str, dict[int, float]], dict]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
-    events.Reload()
-    series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    data = plugin_data_pb2.HParamsPluginData()
-    data.ParseFromString(events.PluginTagToContent("hparams")["_hparams_/session_start_info"])
-    hparams = {k: v.string_value or v.number_value or v.bool_value
-               for k, v in data.session_start_info.hparams.items()}
-    return as_dict(series), hparams
+def read_tensorboard(run_dir: Path):
+    points, hparams = readback.read_tensorboard(run_dir)
+    return as_dict(points), hparams
 
 
 def read_mlflow(run_dir: Path):
-    from mlflow.tracking import MlflowClient
-
-    state = json.loads((run_dir / "trackers.json").read_text())["mlflow"]["state"]
-    client = MlflowClient(state["tracking_uri"])
-    run = client.get_run(state["run_id"])
-    series = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
-              for key in run.data.metrics}
-    return as_dict(series), run, client
-
-
-def wandb_records(path: Path):
-    """The protobuf records of a W&B transaction log (.wandb): LevelDB's log format (32 KiB blocks,
-    7-byte chunk headers: crc32, length, type) after W&B's 7-byte file header."""
-    from wandb.proto import wandb_internal_pb2
-
-    data, pos, pending = path.read_bytes(), 7, b""
-    assert data[:4] == b":W&B"
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        if left < 7:                      # a block's tail too short for a header is padding
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
-        if kind in (1, 4):                # FULL, LAST
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending + chunk)
-            pending = b""
-            yield record
-        elif kind in (2, 3):              # FIRST, MIDDLE
-            pending += chunk
+    points, run, client = readback.read_mlflow(run_dir)
+    return as_dict(points), run, client
 
 
 def read_wandb(run_dir: Path):
-    """History, config, summary and run records of every offline W&B run under run_dir (a resume adds one)."""
-    series: dict[str, list[tuple[int, float]]] = {}
-    config, summary, runs = {}, {}, []
-    for path in sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb"))):
-        for record in wandb_records(Path(path)):
-            kind = record.WhichOneof("record_type")
-            if kind == "history":
-                step = record.history.step.num
-                for item in record.history.item:
-                    key = item.key or "/".join(item.nested_key)
-                    if not key.startswith("_"):
-                        series.setdefault(key, []).append((step, json.loads(item.value_json)))
-            elif kind == "config":
-                config.update({i.key: json.loads(i.value_json) for i in record.config.update})
-            elif kind == "summary":
-                summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                                for i in record.summary.update})
-            elif kind == "run":
-                runs.append(record.run)
-    return as_dict(series), config, summary, runs
+    points, config, summary, runs = readback.read_wandb(run_dir)
+    return as_dict(points), config, summary, runs
 
 
 def assert_series_equal(got: dict[str, dict[int, float]], want: dict[str, dict[int, float]], float32=False):
@@ -151,7 +82,8 @@ def test_tensorboard_event_files_equal_the_logs(tmp_path):
     run = tmp_path / "run"
     train_run(tiny("tensorboard"), run)
     series, hparams = read_tensorboard(run)
-    want = expected_series(run)
+    assert [p.name for p in (run / "tensorboard").iterdir()] == ["vae-standard-s0"]   # TensorBoard's run name
+    want = logged_series(run)
     assert len(want["valid_kl"]) == 2 and len(want["monitor/valid_mi"]) == 2   # 2 epochs, steps 5 and 10
     assert_series_equal(series, want, float32=True)     # event files hold float32
     params = flat_params(tiny("tensorboard"))
@@ -164,7 +96,7 @@ def test_mlflow_store_equals_the_logs(tmp_path):
     config = tiny("mlflow")
     train_run(config, run)
     series, mlrun, client = read_mlflow(run)
-    assert_series_equal(series, expected_series(run))   # float64: exact
+    assert_series_equal(series, logged_series(run))   # float64: exact
     assert mlrun.data.params == {k: str(v) for k, v in flat_params(config).items()}
     assert mlrun.info.run_name == "run" and mlrun.info.status == "FINISHED"
     assert mlrun.data.tags["group"] == "vae/standard" and mlrun.data.tags["seed"] == "0"
@@ -177,7 +109,7 @@ def test_wandb_offline_run_equals_the_logs(tmp_path):
     config = tiny("wandb")
     train_run(config, run)
     series, wb_config, _, runs = read_wandb(run)
-    assert_series_equal(series, expected_series(run))
+    assert_series_equal(series, logged_series(run))
     assert wb_config["train.lr"] == config.train.lr and wb_config["model.decoder"] == "standard"
     (record,) = runs
     assert (record.display_name, record.run_group, record.project) == ("run", "vae/standard", "trackers-test")
@@ -214,7 +146,7 @@ def test_ctrl_c_then_resume_continues_each_tracker_run(tmp_path):
     resume_run(run)
     again = json.loads((run / "trackers.json").read_text())
     assert again["mlflow"]["state"] == first["mlflow"]["state"] and again["wandb"]["state"] == first["wandb"]["state"]
-    want = expected_series(run)
+    want = logged_series(run)
     assert len(want["valid_loss"]) == 3
     assert_series_equal(read_tensorboard(run)[0], want, float32=True)
     series, mlrun, client = read_mlflow(run)
@@ -255,7 +187,7 @@ def test_a_kill_after_a_step_was_sent_does_not_send_it_twice(tmp_path):
     assert [r["step"] for r in read_jsonl(run / "monitor.jsonl")] == [5, 10]
     resume_run(run)
     assert [r["step"] for r in read_jsonl(run / "monitor.jsonl")] == [5, 10]   # redone, truncated, rewritten
-    want = expected_series(run)
+    want = logged_series(run)
     assert_series_equal(read_tensorboard(run)[0], want, float32=True)
     assert_series_equal(read_mlflow(run)[0], want)
 
@@ -299,7 +231,7 @@ def test_trackers_that_cannot_start_warn_once_and_change_nothing(tmp_path, monke
     assert any("tracker mlflow failed" in w and "not reachable" in w for w in warnings)
     assert any("tracker wandb failed" in w and "WANDB_MODE=offline" in w for w in warnings)
     assert rows_without_timing(run) == rows_without_timing(reference)
-    assert_series_equal(read_tensorboard(run)[0], expected_series(run), float32=True)   # the others go on
+    assert_series_equal(read_tensorboard(run)[0], logged_series(run), float32=True)   # the others go on
 
 
 def test_an_mlflow_server_that_dies_mid_run_warns_once_and_changes_nothing(tmp_path, monkeypatch, caplog):
@@ -384,8 +316,8 @@ def test_cli_rejects_an_unknown_tracker_in_one_line(tmp_path):
 def test_force_overwrite_removes_the_old_event_files(tmp_path):
     run = tmp_path / "run"
     train_run(tiny("tensorboard"), run)
-    train_run(tiny("tensorboard", seed=1), run, force=True)
-    assert_series_equal(read_tensorboard(run)[0], expected_series(run), float32=True)
+    train_run(tiny("tensorboard", lr=0.002), run, force=True)    # the same event folder name
+    assert_series_equal(read_tensorboard(run)[0], logged_series(run), float32=True)
 
 
 # -- bench: grid runs named by run id, grouped, with the final evaluation ---------------------------------

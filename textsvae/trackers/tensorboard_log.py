@@ -1,4 +1,5 @@
-"""TensorBoard: event files in RUN_DIR/tensorboard (`tensorboard --logdir RESULTS` shows a grid's runs).
+"""TensorBoard: event files in RUN_DIR/tensorboard/METHOD-DECODER-sSEED, so that `tensorboard --logdir
+RESULTS` lists a grid's runs as `RUN_ID/tensorboard/bn-vae-skip-s0` (filter them by method or decoder).
 
 The config goes in as hyperparameters (the HParams tab compares runs) and as a text summary; scalars
 are float32 in event files. A resumed run writes a new event file beside the old ones.
@@ -6,6 +7,7 @@ are float32 in event files. A resumed run writes a new event file beside the old
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from . import register_tracker
@@ -22,10 +24,12 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run = run
-        self.writer = SummaryWriter(log_dir=str(run.run_dir / FOLDER), flush_secs=30)
+        label = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{run.group.replace('/', '-')}-s{run.tags.get('seed', 0)}")
+        self.log_dir = run.state.get("log_dir") or f"{FOLDER}/{label}"
+        self.writer = SummaryWriter(log_dir=str(run.run_dir / self.log_dir), flush_secs=30)
 
     def state(self) -> dict[str, Any]:
-        return {"log_dir": FOLDER}
+        return {"log_dir": self.log_dir}   # relative to the run folder
 
     def log_params(self, params: dict[str, Any]) -> None:
         from torch.utils.tensorboard.summary import hparams
