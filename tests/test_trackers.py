@@ -363,3 +363,19 @@ def test_bench_sends_each_run_and_its_final_evaluation(tmp_path, write_bench):
         _, _, summary, wb_runs = read_wandb(results / run_spec.run_id)
         assert {r.project for r in wb_runs} == {"trk"} and {r.run_group for r in wb_runs} == {f"vae/{run_spec.decoder}"}
         assert summary["test/iw_nll"] == pytest.approx(mine[mine.metric == "iw_nll"].value.item(), rel=1e-12)
+
+
+def test_eval_of_a_tracked_run_sends_its_metrics_to_the_same_tracker_run(tmp_path):
+    from click.testing import CliRunner
+
+    from textsvae.cli import cli
+
+    run = tmp_path / "run"
+    train_run(tiny("mlflow"), run)
+    done = CliRunner().invoke(cli, ["eval", str(run), "-k", "5", "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    metrics = json.loads(done.output)
+    _, mlrun, client = read_mlflow(run)
+    assert mlrun.data.metrics["test/iw_nll"] == metrics["iw_nll"] and mlrun.data.metrics["test/mi"] == metrics["mi"]
+    assert [m.step for m in client.get_metric_history(mlrun.info.run_id, "test/iw_nll")] == [14]   # the last step
+    assert len(client.search_runs([mlrun.info.experiment_id])) == 1

@@ -230,7 +230,20 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, rec
         raise UserError(f"--mi-batch must be >= 2, got {mi_batch}")
     result = evaluate_run(run_dir, split=split, iw_samples=iw_samples, device=device, mi_batch=mi_batch or False,
                           workers=workers, recon=recon)
+    _track_evaluation(Path(run_dir), split, result)
     click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_metrics(result))
+
+
+def _track_evaluation(run_dir: Path, split: str, metrics: dict) -> None:
+    """A tracked run's evaluation goes to its trackers too, at its last training step."""
+    from .rundir import read_run_config
+
+    config = read_run_config(run_dir)
+    if config.train.track:
+        from .trackers import log_evaluation
+
+        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        log_evaluation(config, run_dir, {split: metrics}, int(summary.get("steps", 0)))
 
 
 @cli.command()
