@@ -251,7 +251,7 @@ def test_a_run_with_a_nan_loss_is_marked_failed_and_bench_goes_on(tmp_path, nan_
     made = CliRunner().invoke(cli, ["table", "rel", "--benchmarks-dir", str(bdir), "--results", str(results),
                                     "-o", str(table)])
     assert made.exit_code == 0, made.output
-    assert "Runs: 2 finished, 1 failed, 0 missing of 3" in table.read_text()
+    assert "Runs: 2 finished, 1 failed, 0 not finished of 3" in table.read_text()
     assert "over 1 invocation(s)" in table.read_text()
     assert sorted(p.name for p in table.parent.iterdir()) == ["rel.md"]
 

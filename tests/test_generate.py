@@ -68,7 +68,7 @@ def ok(*args) -> str:
 
 # -- the options ---------------------------------------------------------------------------------------
 def test_cli_decode_defaults_are_decode_options_defaults():
-    """The click options carry DecodeOptions' field names and defaults (cli.py cannot import torch to read them)."""
+    """The click options carry DecodeOptions' field names and defaults (the CLI cannot import torch to read them)."""
     names = {}
     for option in DECODE_OPTIONS:
         @option

@@ -203,4 +203,4 @@ def test_results_and_table_commands(tmp_path):
     assert out.exit_code == 0, out.output
     text = target.read_text()
     assert "Regenerate: `textsvae bench one --results" in text and "textsvae table one" in text
-    assert "Runs: 0 finished, 0 failed, 1 missing of 1" in text and "| Method | Decoder |" in text
+    assert "Runs: 0 finished, 0 failed, 1 not finished of 1" in text and "| Method | Decoder |" in text

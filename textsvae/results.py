@@ -312,7 +312,7 @@ def provenance_lines(df: pd.DataFrame, runs: list["RunSpec"], name: str, results
     finished = mine[mine.status == "finished"]
     join = lambda col: ", ".join(sorted({str(v) for v in finished[col].dropna()})) or "-"  # noqa: E731
     lines = [f"Runs: {len(finished)} finished, {int((mine.status == 'failed').sum())} failed, "
-             f"{len(runs) - len(mine)} missing of {len(runs)}; "
+             f"{len(runs) - len(mine)} not finished of {len(runs)}; "
              f"run time {finished.wall_seconds.sum() / 60:.1f} min (train + eval, summed over runs)",
              f"Machine: {join('machine')}; device: {join('device')}; commit {join('git_commit')}; "
              f"textsvae {join('version')}; dates {_date_range(finished)}"]

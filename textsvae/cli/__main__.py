@@ -1,0 +1,4 @@
+"""`python -m textsvae.cli ...` is the `textsvae` command."""
+from . import main
+
+main()

@@ -1,0 +1,198 @@
+"""Commands on a benchmark: bench, results, table, report, plot."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..executors import executor_names
+from .app import UserError, cli, pairs
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("-j", "--jobs", default="auto", show_default=True,
+              help="Runs in parallel, as separate processes (threads per job = cores // jobs); 'auto': "
+                   "min(cores, runs) on a CPU, 1 on a GPU.")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default runs/bench).")
+@click.option("--benchmarks-dir", type=click.Path(file_okay=False), default=None,
+              help="Extra folder of benchmark files (default: ./benchmarks and the repo's benchmarks/).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per run (default cores // jobs).")
+@click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
+@click.option("--executor", "engine", type=click.Choice(executor_names()), default=None,
+              help="Where the runs execute (textsvae/executors/); default: the benchmark's [executor] name, or local.")
+@click.option("-E", "--executor-setting", "engine_settings", multiple=True, metavar="KEY=VALUE",
+              help="An engine setting (partition, gpus, address, ...), over the benchmark's [executor] table.")
+@click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
+@click.option("--status", "show_status", is_flag=True,
+              help="The grid's state from the results folder alone (finished, running, failed, left); run nothing.")
+@click.option("--track", default=None, metavar="NAMES",
+              help="Experiment trackers for every run, comma-separated: tensorboard, mlflow, wandb; the benchmark "
+                   "is the project, runs are named by run id and grouped by method/decoder.")
+def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, engine_settings, dry_run,
+          show_status, track):
+    """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
+
+    Without NAME, list the benchmarks found.
+    """
+    from ..bench import DEFAULT_RESULTS, run_benchmark, run_status
+    from ..grid import list_benchmarks, load_benchmark
+    from ..results import build_table, load_results, render
+
+    if not name:
+        for bench_name, path in list_benchmarks(benchmarks_dir).items():
+            click.echo(f"{bench_name:14s} {path}")
+        return
+    spec = load_benchmark(name, benchmarks_dir)
+    results = Path(results_dir or DEFAULT_RESULTS)
+    if show_status:
+        from ..status import status_text
+
+        click.echo(status_text(spec, results))
+        return
+    if dry_run:
+        for run in spec.runs:
+            click.echo(f"{run.run_id}  {run_status(results / run.run_id):8s} {run.dataset} {run.decoder} "
+                       f"{run.label} seed {run.seed}")
+        return
+    try:
+        table = dict(spec.executor)
+        chosen = engine or table.pop("name", "local")
+        if engine and table.pop("name", engine) != engine:   # another engine's settings do not apply
+            table = {}
+        table.update(pairs(engine_settings, "-E"))
+        report = run_benchmark(spec, results, jobs, retry_failed, engine=chosen, threads=threads, settings=table,
+                               track=track)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
+                   f"again", err=True)
+        sys.exit(130)
+    if not report.finished and not report.busy and report.already_done == report.total:
+        click.echo(f"{spec.name}: nothing to do, all {report.total} runs are finished in {results}")
+    else:
+        click.echo(f"{spec.name}: {len(report.finished)} run(s) finished in {report.seconds:.0f}s with "
+                   f"{report.jobs} job(s); {report.already_done} were done before; {len(report.failed)} failed; "
+                   f"{len(report.busy)} not finished (held by another process or interrupted)")
+    click.echo("")
+    click.echo(render(build_table(load_results(results), spec.runs, spec.metrics, spec.reported), "md"))
+    for run, message in report.busy:
+        click.echo(f"busy: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}", err=True)
+    for run, message in report.failed:
+        click.echo(f"FAILED: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}",
+                   err=True)
+    if report.busy:
+        click.echo(f"{len(report.busy)} run(s) not finished: held by another process or interrupted; run "
+                   f"`textsvae bench {name}` again to finish them", err=True)
+    if report.failed or report.busy:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default runs/bench).")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+def results(results_dir, split):
+    """Load the results store (tidy rows) and print a summary."""
+    from ..bench import DEFAULT_RESULTS
+    from ..results import load_results, summary_text
+
+    df = load_results(results_dir or DEFAULT_RESULTS)
+    click.echo(f"{len(df)} rows, {df.run_id.nunique()} runs in {results_dir or DEFAULT_RESULTS}")
+    click.echo(summary_text(df, split))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--format", "fmt", type=click.Choice(["md", "latex", "csv"]), default="md", show_default=True)
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default runs/bench).")
+@click.option("--benchmarks-dir", type=click.Path(file_okay=False), default=None,
+              help="Extra folder of benchmark files.")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file, with a header: the command that regenerates it, machine, wall time.")
+def table(name, fmt, results_dir, benchmarks_dir, split, out):
+    """Paper-style table of benchmark NAME: mean +- std over seeds, best cell marked, reported rows."""
+    import shlex
+
+    from ..bench import DEFAULT_RESULTS
+    from ..grid import load_benchmark
+    from ..io import atomic_write_text
+    from ..results import build_table, load_results, provenance_lines, render
+
+    spec = load_benchmark(name, benchmarks_dir)
+    results = Path(results_dir or DEFAULT_RESULTS)
+    df = load_results(results)
+    header = None
+    if out:
+        where = _where_options(results_dir, benchmarks_dir)
+        split_opt = f" --split {split}" if split != "test" else ""
+        header = [f"{spec.name}: {spec.description}".rstrip(": "),
+                  f"Regenerate: `textsvae bench {shlex.quote(name)}{where} && textsvae table {shlex.quote(name)}"
+                  f"{where} --format {fmt}{split_opt} -o {shlex.quote(str(out))}`",
+                  *provenance_lines(df, spec.runs, spec.name, results)]
+    text = render(build_table(df, spec.runs, spec.metrics, spec.reported, split), fmt, header)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, text)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+def _where_options(results_dir: str | None, benchmarks_dir: str | None) -> str:
+    """' --results DIR --benchmarks-dir DIR' for the options given, shell-quoted (regenerate lines)."""
+    import shlex
+
+    return "".join(f" {opt} {shlex.quote(str(v))}" for opt, v in
+                   (("--results", results_dir), ("--benchmarks-dir", benchmarks_dir)) if v)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default=None,
+              help="Results folder (default runs/bench).")
+@click.option("--benchmarks-dir", type=click.Path(file_okay=False), default=None,
+              help="Extra folder of benchmark files.")
+@click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
+def report(name, results_dir, benchmarks_dir, split, out):
+    """One self-contained HTML page of benchmark NAME: table, training curves, provenance, failed runs."""
+    import shlex
+
+    from ..bench import DEFAULT_RESULTS
+    from ..grid import load_benchmark
+    from ..io import atomic_write_text
+    from ..report import build_report
+
+    spec = load_benchmark(name, benchmarks_dir)
+    results = Path(results_dir or DEFAULT_RESULTS)
+    where = _where_options(results_dir, benchmarks_dir)
+    split_opt = f" --split {split}" if split != "test" else ""
+    command = (f"textsvae bench {shlex.quote(name)}{where} && textsvae report {shlex.quote(name)}{where}"
+               f"{split_opt} -o {shlex.quote(str(out))}")
+    page = build_report(spec, results, split, command)
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, page)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {out} ({len(page) / 1e6:.1f} MB)")
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--x", "x_axis", type=click.Choice(["epoch", "step"]), default="epoch", show_default=True)
+@click.option("--panels", default=None,
+              help="Comma-separated log keys, one panel each (default valid_kl,valid_mi,valid_au,beta,valid_rec; "
+                   "'protocol' = valid_loss,valid_kl,valid_mi,valid_au,lr from the per-epoch log).")
+def plot(run_dirs, out, x_axis, panels):
+    """Plot KL, MI, AU, beta and reconstruction (or --panels) over training, one line per run."""
+    from ..plot import PANELS, PROTOCOL_PANELS, plot_runs
+
+    chosen = PROTOCOL_PANELS if panels == "protocol" else tuple(panels.split(",")) if panels else PANELS
+    click.echo(f"wrote {plot_runs(list(run_dirs), out, x_axis, chosen, per_epoch=panels == 'protocol')}")
