@@ -181,3 +181,27 @@ def test_train_under_ci_prints_periodic_lines(tmp_path):
     assert re.match(rf"epoch 1/1: {steps}/{steps} batches \(100%\), .* batches/s, took \d+s, loss=[\d.]+, "
                     rf"kl=[\d.]+, beta=[\d.]+$", lines[-1]), lines[-1]
     assert "\r" not in result.stderr
+
+
+def test_a_step_that_raises_still_closes_the_epochs_progress(tmp_path, monkeypatch, caplog):
+    """A failing step ends the display with its last line (on a terminal: the bar is closed, not left open)."""
+    from textsvae.config import apply_overrides, preset_config
+    from textsvae.methods import REGISTRY
+    from textsvae.train import train_run
+
+    vae, calls = REGISTRY["vae"], {"n": 0}
+    original = vae.train_step
+
+    def step(self, trainer, batch, beta):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return original(self, trainer, batch, beta)
+    monkeypatch.setattr(vae, "train_step", step)
+    config = apply_overrides(preset_config("tiny"), {"data": "synthetic", "synthetic_train": 200, "epochs": 1,
+                                                     "threads": 1, "progress": True})
+    with caplog.at_level(logging.INFO, logger="textsvae.progress"), pytest.raises(RuntimeError, match="boom"):
+        train_run(config, tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if r.name == "textsvae.progress"]
+    assert lines[0].startswith("epoch 1/1: 1/7 batches") and lines[-1].startswith("epoch 1/1: 2/7 batches")
+    assert ", took " in lines[-1]

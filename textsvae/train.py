@@ -250,32 +250,32 @@ class Trainer:
             counts = {k: s.partial.get(k, 0) for k in counts}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # 1-based step of the first NaN/inf
         start = time.perf_counter()
-        bar = _progress(self.steps_per_epoch, f"epoch {epoch + 1}/{t.epochs}", t.progress, initial=s.batch_in_epoch)
-        for i, batch in enumerate(self.train_batches(epoch)):
-            if i < s.batch_in_epoch:
-                continue
-            beta = self.method.beta(s.step, epoch, self.steps_per_epoch)
-            out = self.method.train_step(self, batch, beta)
-            # no host sync here: remember the first non-finite step on the device
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), s.step + 1, first_bad)
-            sums["rec"] += out.rec.detach().sum()
-            sums["kl"] += out.kl.detach().sum()
-            sums["loss"] += out.loss.detach() * len(batch)
-            counts["sentences"] += len(batch)
-            counts["tokens"] += batch.n_targets
-            counts["beta"] = beta
-            s.step += 1
-            s.batch_in_epoch = i + 1
-            if t.monitor_every and s.step % t.monitor_every == 0:
-                self._monitor(beta)
-            if s.step % 50 == 0 or i + 1 == self.steps_per_epoch:  # one host sync every 50 steps
-                self._check_finite(first_bad, epoch)
-                bar.set_postfix(loss=f"{float(sums['loss']) / counts['sentences']:.2f}",
-                                kl=f"{float(sums['kl']) / counts['sentences']:.2f}", beta=f"{beta:.2f}")
-            bar.update(1)
-            if interrupted["flag"] or (t.max_steps is not None and s.step >= t.max_steps):
-                break
-        bar.close()
+        desc = f"epoch {epoch + 1}/{t.epochs}"
+        with _progress(self.steps_per_epoch, desc, t.progress, initial=s.batch_in_epoch) as bar:  # closed on errors too
+            for i, batch in enumerate(self.train_batches(epoch)):
+                if i < s.batch_in_epoch:
+                    continue
+                beta = self.method.beta(s.step, epoch, self.steps_per_epoch)
+                out = self.method.train_step(self, batch, beta)
+                # no host sync here: remember the first non-finite step on the device
+                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), s.step + 1, first_bad)
+                sums["rec"] += out.rec.detach().sum()
+                sums["kl"] += out.kl.detach().sum()
+                sums["loss"] += out.loss.detach() * len(batch)
+                counts["sentences"] += len(batch)
+                counts["tokens"] += batch.n_targets
+                counts["beta"] = beta
+                s.step += 1
+                s.batch_in_epoch = i + 1
+                if t.monitor_every and s.step % t.monitor_every == 0:
+                    self._monitor(beta)
+                if s.step % 50 == 0 or i + 1 == self.steps_per_epoch:  # one host sync every 50 steps
+                    self._check_finite(first_bad, epoch)
+                    bar.set_postfix(loss=f"{float(sums['loss']) / counts['sentences']:.2f}",
+                                    kl=f"{float(sums['kl']) / counts['sentences']:.2f}", beta=f"{beta:.2f}")
+                bar.update(1)
+                if interrupted["flag"] or (t.max_steps is not None and s.step >= t.max_steps):
+                    break
         self._check_finite(first_bad, epoch)
         seconds = time.perf_counter() - start
         s.train_seconds += seconds
