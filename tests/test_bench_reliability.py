@@ -393,3 +393,26 @@ def test_a_remote_holders_lock_is_taken_over_only_once_its_heartbeat_is_stale(tm
     assert time.time() - mine.stat().st_mtime < 5
     release_lock(mine)
     assert not mine.exists()
+
+
+def test_sigterm_stops_a_serial_bench_not_just_its_current_run(tmp_path, write_bench):
+    """SIGTERM to a one-job `bench` (a scheduler stopping it) once its first run has a checkpoint: that run
+    stops with last.pt saved, the others are not started, exit 1; the next `bench` finishes all of them."""
+    bdir = write_bench(tmp_path / "b", "rel", REL)
+    results = tmp_path / "results"
+    ids = [r.run_id for r in load_benchmark("rel", bdir).runs]
+    proc = bench_proc(bdir, results, tmp_path / "a.log")
+    deadline = time.monotonic() + 120
+    while not (results / ids[0] / "last.pt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "a.log").read_text()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 1, (tmp_path / "a.log").read_text()
+    log = (tmp_path / "a.log").read_text()
+    assert json.loads((results / ids[0] / "state.json").read_text())["status"] == "interrupted"
+    assert not any((results / run / "config.json").exists() for run in ids[1:]), log   # never started
+    assert f"{len(ids) - 1} run(s) not started" in log
+    proc = bench_proc(bdir, results, tmp_path / "b.log")
+    assert proc.wait(180) == 0, (tmp_path / "b.log").read_text()
+    assert re.search(rf"resume\s+synthetic standard vae seed 0 \[{ids[0]}\]", (tmp_path / "b.log").read_text())
+    check_store(results, ids)

@@ -258,6 +258,11 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
                      f": {outcome.message}" if outcome.status == "failed" else "", time.perf_counter() - start)
             shown.set_postfix(running=started - done, failed=len(report.failed))
             shown.update(1)
+            if outcome.status == "interrupted" and executor.in_process:
+                # SIGTERM/SIGUSR1/SIGUSR2 reached this process (a scheduler stopping the job): stop the grid
+                log.warning("%s: %d run(s) not started; `textsvae bench %s` resumes the grid", outcome.message,
+                            len(todo) - done, bench.name)
+                break
     report.seconds = time.perf_counter() - start
     from .io import append_jsonl
 

@@ -19,6 +19,7 @@ class Executor(ABC):
     """Runs fn over tasks; `jobs` of them at a time."""
 
     jobs: int = 1
+    in_process: bool = False   # tasks run in this process, so a signal that stops one is meant for the whole grid
 
     @abstractmethod
     def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:

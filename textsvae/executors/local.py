@@ -20,6 +20,8 @@ from .base import Executor, ExecutorError
 class SerialExecutor(Executor):
     """Runs tasks one after another in this process (jobs = 1; easiest to debug)."""
 
+    in_process = True
+
     def map_unordered(self, fn, tasks):
         for task in tasks:
             self._started(task)
