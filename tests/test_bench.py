@@ -308,3 +308,13 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     assert by_id[runs[3].run_id].startswith("stale") and by_id[runs[4].run_id].startswith("started")
     assert "epoch 1 of" in by_id[runs[4].run_id] and by_id[runs[5].run_id].startswith("missing")
     assert not (folders[5] / "rows.csv").exists()                  # nothing ran
+
+
+def test_bad_engine_settings_are_refused_even_when_every_run_is_finished(tmp_path, write_bench):
+    bdir = write_bench(tmp_path / "b", "one", TINY)     # two runs of two steps
+    args = ["bench", "one", "--benchmarks-dir", str(bdir), "--results", str(tmp_path / "r"), "--threads", "1"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0 and "2 run(s) finished" in first.output, first.output
+    out = CliRunner().invoke(cli, [*args, "-E", "nope=1"])
+    assert out.exit_code == 2, out.output
+    assert "unknown setting(s) nope for executor 'local'; valid settings: gpus" in out.output

@@ -221,6 +221,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
         else:
             todo.append(spec)
     if not todo:
+        make_executor(1, engine, settings)  # bad engine settings are refused even with nothing left to run
         report.seconds = time.perf_counter() - start
         return report
     n_jobs = parse_jobs(jobs, len(todo), gpu=torch.cuda.is_available())
