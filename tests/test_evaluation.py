@@ -249,7 +249,7 @@ def test_validation_mi_and_au_use_the_same_functions(ptb_run):
     that subset with one sample per sentence (same q, same generator seed eval_seed + 1, split order)."""
     from dataclasses import replace
 
-    from textsvae.evaluation import load_model, split_sentences
+    from textsvae.run_eval import load_model, split_sentences
     from textsvae.validation import validation_metrics
 
     model, method, config, vocab, dev = load_model(ptb_run, "cpu")
@@ -264,7 +264,7 @@ def test_validation_mi_and_au_use_the_same_functions(ptb_run):
 def test_eval_cli_reports_mi_with_its_se_and_he_et_al_minibatch_mi(ptb_run):
     """`eval --mi-batch 32`: MI over the split with a Monte-Carlo SE, and He et al.'s per-minibatch MI over
     their one-length batches, which cannot exceed those batches' ceiling sum_b |b|/N log |b|."""
-    from textsvae.evaluation import load_model, split_sentences
+    from textsvae.run_eval import load_model, split_sentences
     from textsvae.metrics import length_batches
 
     result = CliRunner().invoke(cli, ["eval", str(ptb_run), "--split", "test", "-k", "2", "--mi-batch", "32",

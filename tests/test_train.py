@@ -489,7 +489,7 @@ def test_a_precision_this_cpus_lstm_cannot_run_is_one_line_before_any_work(field
 
 def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp_path, monkeypatch, caplog):
     """A run trained where bf16 runs (a GPU, say) is still evaluated here, in fp32, and says so."""
-    from textsvae.evaluation import load_model
+    from textsvae.run_eval import load_model
 
     run = tmp_path / "run"
     train_run(tiny(epochs=1), run)

@@ -131,7 +131,7 @@ def _track_evaluation(folder: Path, spec: RunSpec, task: RunTask, evals: dict[st
 def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], float]:
     """{split: evaluate_run metrics}, plus {'probe': ...} on test where the corpus has labels."""
     from .data.corpus import load_corpus
-    from .evaluation import evaluate_loaded, load_model
+    from .run_eval import evaluate_loaded, load_model
     from .probe import PROBE_SPLITS, probe_loaded
 
     start = time.perf_counter()

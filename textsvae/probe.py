@@ -79,7 +79,7 @@ PROBE_SPLITS = ("train", "test")
 def probe_run(run_dir, seed: int = 12345) -> dict[str, float] | None:
     """Probe a trained run for its corpus's labels (see `probe_loaded`); None without labels or z."""
     from .data.corpus import load_corpus
-    from .evaluation import load_model
+    from .run_eval import load_model
 
     model, method, config, vocab, device = load_model(run_dir)
     if model.is_lm:

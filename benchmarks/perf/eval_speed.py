@@ -33,7 +33,7 @@ def build(args):
     """(model, method, test sentences, config, device) at the ptb preset, or from --run."""
     from textsvae.config import apply_overrides, preset_config
     from textsvae.data.corpus import load_corpus
-    from textsvae.evaluation import load_model, split_sentences
+    from textsvae.run_eval import load_model, split_sentences
     from textsvae.methods import build_method
     from textsvae.models import TextVAE
     from textsvae.device import resolve_device

@@ -151,7 +151,7 @@ def fetch(name, source, data_dir, force):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, recon, plugin, as_json):
     """Evaluate a run's best model on a split; saves RUN_DIR/eval_<split>_k<K>.json."""
-    from ..evaluation import evaluate_run, format_metrics
+    from ..run_eval import evaluate_run, format_metrics
     from ..methods import load_plugin
 
     for path in plugin:
