@@ -7,6 +7,7 @@ folder with epochs logged but no lock: the next bench resumes it); missing (neve
 from __future__ import annotations
 
 import json
+import math
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,9 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
     status = read_status(folder)
     if status.get("status") in ("finished", "failed"):
         return RunState(spec, status["status"], status.get("error", ""))
-    epochs = len(read_jsonl(folder / "log.jsonl")) if (folder / "log.jsonl").exists() else 0
-    progress = f"epoch {epochs} of {spec.config.train.epochs}"
+    log_rows = read_jsonl(folder / "log.jsonl") if (folder / "log.jsonl").exists() else []
+    epochs = len(log_rows)
+    progress = f"epoch {epochs} of {spec.config.train.epochs}{training_summary(spec, log_rows)}"
     held = read_lock(folder / ".lock")
     if held is not None:
         info, age = held
@@ -49,6 +51,25 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
         note = f" ({state['status']}: {state['message']})" if state.get("message") else ""
         return RunState(spec, "started", progress + note)
     return RunState(spec, "missing")
+
+
+def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
+    """' (valid loss 103.77, best 103.50 at epoch 24; kl 0.02, mi 0.00, au 0; lr 0.5: 1 of 5 halvings)'
+    from the per-epoch log; '' when it holds no validation loss yet."""
+    scored = [r for r in log_rows if isinstance(r.get("valid_loss"), (int, float))]
+    if not scored:
+        return ""
+    last, best = scored[-1], min(scored, key=lambda r: r["valid_loss"])
+    parts = [f"valid loss {last['valid_loss']:.2f}, best {best['valid_loss']:.2f} at epoch {best.get('epoch', '?')}"]
+    latent = [f"{k} {last['valid_' + k]:{'d' if k == 'au' else '.2f'}}" for k in ("kl", "mi", "au")
+              if spec.decoder != "lm" and isinstance(last.get("valid_" + k), (int, float))]  # an LM has no z
+    if latent:
+        parts.append(", ".join(latent))
+    train = spec.config.train
+    if isinstance(last.get("lr"), (int, float)) and last["lr"] > 0:
+        halvings = round(math.log2(train.lr / last["lr"]))
+        parts.append(f"lr {last['lr']:g}: {halvings} of {train.max_decays} halvings")
+    return f" ({'; '.join(parts)})"
 
 
 def grid_states(bench: Benchmark, results_dir: Path) -> list[RunState]:
