@@ -160,10 +160,10 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch, write_b
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import textsvae.evaluation
+    import textsvae.run_eval
 
     with monkeypatch.context() as m:
-        m.setattr(textsvae.evaluation, "evaluate_loaded", interrupt)
+        m.setattr(textsvae.run_eval, "evaluate_loaded", interrupt)
         with pytest.raises(KeyboardInterrupt):
             run_benchmark(b, results, jobs=1, threads=1)
     first = results / b.runs[0].run_id

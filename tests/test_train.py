@@ -497,7 +497,7 @@ def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp
     config["eval"]["eval_precision"] = "bf16"
     (run / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr(D, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
-    with caplog.at_level("WARNING", logger="textsvae.evaluation"):
+    with caplog.at_level("WARNING", logger="textsvae.run_eval"):
         _, _, loaded, _, _ = load_model(run, "cpu")
     assert loaded.eval.eval_precision == "fp32"
     assert "eval_precision=bf16 cannot run on this CPU's LSTM kernels: evaluating in fp32" in caplog.text
