@@ -290,7 +290,7 @@ def test_word_dropout_keeps_bos_and_padding_and_only_trains():
     assert 0.27 < float(share) < 0.33
     m = build_method("word-dropout", {"rate": "1"})
     model = TextVAE(120, preset_config("tiny").model)
-    assert m.decoder_inputs(model.train(), batch) is not None
+    assert torch.equal(m.decoder_inputs(model.train(), batch), all_dropped)   # rate 1: every word is <unk>
     assert m.decoder_inputs(model.eval(), batch) is None                 # never at evaluation
 
 
