@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -81,10 +82,11 @@ def test_cli_decode_defaults_are_decode_options_defaults():
 
 # -- sample ----------------------------------------------------------------------------------------------
 def test_sample_prints_n_lines_and_json_lines(vae, run):
-    assert len(ok("sample", vae, "-n", 3, *SHORT).splitlines()) == 3
+    lines = run.sample(3, max_len=12)
+    assert ok("sample", vae, "-n", 3, *SHORT).splitlines() == lines         # one code path
     rows = [json.loads(line) for line in ok("sample", vae, "-n", 3, "--json", *SHORT).splitlines()]
     assert [r["index"] for r in rows] == [0, 1, 2]
-    assert [r["text"] for r in rows] == run.sample(3, max_len=12)      # one code path
+    assert [r["text"] for r in rows] == lines
     assert all(len(r["text"].split()) <= 12 for r in rows)
 
 
@@ -96,16 +98,17 @@ def test_sample_is_reproducible_under_seed_and_differs_with_another(vae):
 
 
 def test_prior_draws_follow_the_seed():
+    """prior_z(n, D, seed) is randn(n, D) from a generator seeded with seed."""
     cpu = torch.device("cpu")
-    assert torch.equal(prior_z(5, 8, 0, cpu), prior_z(5, 8, 0, cpu))
+    assert torch.equal(prior_z(5, 8, 0, cpu), torch.randn(5, 8, generator=torch.Generator().manual_seed(0)))
     assert not torch.equal(prior_z(5, 8, 0, cpu), prior_z(5, 8, 1, cpu))
-    assert prior_z(5, 8, 0, cpu).shape == (5, 8)
 
 
 def test_an_lm_samples_without_z(lm):
     lines = ok("sample", lm, "-n", 3, "--decode", "sample", *SHORT).splitlines()
-    assert len(lines) == 3
-    assert ok("sample", lm, "-n", 3, "--decode", "sample", *SHORT).splitlines() == lines
+    assert lines == textsvae.load_run(lm, "cpu").sample(3, strategy="sample", max_len=12)
+    assert len(set(lines)) == 3                                            # one independent draw per row
+    assert ok("sample", lm, "-n", 3, "--decode", "sample", "--seed", 1, *SHORT).splitlines() != lines
 
 
 # -- reconstruct -----------------------------------------------------------------------------------------
@@ -119,7 +122,8 @@ def test_reconstruct_gives_samples_per_input(vae, run, test_lines):
     assert [len(r["reconstructions"]) for r in rows] == [3, 3]           # --z sample: 3 by default
     assert rows[0]["reconstructions"] == run.reconstruct([a, b], z="sample", samples=3, max_len=12)[0]
     mean = [json.loads(line) for line in ok("reconstruct", vae, a, "--json", *SHORT).splitlines()]
-    assert len(mean[0]["reconstructions"]) == 1                           # the mean, greedily: one sentence
+    assert mean[0]["reconstructions"] == run.reconstruct([a], max_len=12)[0]   # the mean, greedily: one sentence
+    assert len(mean[0]["reconstructions"]) == 1
 
 
 def test_reconstruct_reads_a_file_or_a_split(vae, tmp_path, test_lines):
@@ -138,8 +142,10 @@ def test_posterior_draws_keep_each_sentence_together():
     drawn = posterior_z(mu, logvar, "sample", 2, 0)
     torch.testing.assert_close(drawn, mu.repeat_interleave(2, 0), atol=1e-3, rtol=0)
     assert torch.equal(drawn, posterior_z(mu, logvar, "sample", 2, 0))
-    wide = posterior_z(mu, torch.zeros(3, 4), "sample", 2, 0)
-    assert not torch.equal(wide, posterior_z(mu, torch.zeros(3, 4), "sample", 2, 1))
+    eps = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(0))    # (N, S, D)
+    wide = posterior_z(mu, torch.full((3, 4), math.log(4.0)), "sample", 2, 0)   # sigma = 2
+    torch.testing.assert_close(wide, (mu.unsqueeze(1) + 2 * eps).reshape(6, 4))
+    assert not torch.equal(wide, posterior_z(mu, torch.full((3, 4), math.log(4.0)), "sample", 2, 1))
 
 
 def test_unknown_words_are_counted_in_one_warning(vae, run, caplog):
@@ -158,7 +164,8 @@ def test_the_unknown_word_warning_is_one_stderr_line_of_the_command(vae):
                              "--device", "cpu", *SHORT], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == ["2 words outside the vocabulary were read as <unk>"]
-    assert len(result.stdout.splitlines()) == 2
+    text = result.stdout.splitlines()
+    assert len(text) == 2 and text[0] == "> zzqx qqzx" and text[1].startswith("= ")
 
 
 # -- interpolate -----------------------------------------------------------------------------------------
