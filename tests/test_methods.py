@@ -268,7 +268,8 @@ def test_free_bits_floor_per_dimension_and_per_sentence():
     penalty = free_bits_kl(mu, logvar, target=2.0, mode="dim")
     assert penalty.shape == (2,) and penalty.tolist() == pytest.approx([4.0, 4.0])
     penalty.mean().backward()
-    assert mu.grad[:, 0].abs().sum() == 0 and mu.grad[:, 1].abs().sum() > 0  # floored dims get no gradient
+    # floored dims get no gradient; dim 1's is d/dmu_b1 of mean_b mu_b1^2 / 2 = mu_b1 / 2
+    assert mu.grad[:, 0].tolist() == [0.0, 0.0] and mu.grad[:, 1].tolist() == pytest.approx([1.0, 2 ** 0.5])
     sentence = free_bits_kl(mu.detach(), logvar, target=3.0, mode="sentence")
     assert sentence.tolist() == pytest.approx([3.0, 4.5])
     m = build_method("free-bits")                                          # Li et al.: 8 nats, nz = 8 -> 1 per dim
@@ -402,8 +403,7 @@ def _grad_into_initial_params(max_grad_norm, scale):
 def test_sa_vae_clips_the_gradient_flowing_back_through_each_svi_step():
     """Kim et al. clip the gradient of each step's (mu, logvar) in the backward pass; per row here at 5 * sqrt(4) / 3."""
     clipped = _grad_into_initial_params(max_grad_norm=5.0, scale=1e4)
-    assert torch.all(clipped.norm(dim=-1) <= 5.0 * 4 ** 0.5 / 3 * (1 + 1e-5))
-    assert torch.all(clipped.norm(dim=-1) > 0.5 * 5.0 * 4 ** 0.5 / 3)              # clipped, not cut off
+    assert clipped.norm(dim=-1).tolist() == pytest.approx([5.0 * 4 ** 0.5 / 3] * 3, rel=1e-5)  # at the limit
     unclipped = _grad_into_initial_params(max_grad_norm=0.0, scale=1e4)
     assert torch.all(unclipped.norm(dim=-1) > 100.0)
     small = _grad_into_initial_params(max_grad_norm=5.0, scale=1e-3)                # short rows pass unchanged
@@ -454,6 +454,7 @@ def test_aggressive_optimisers_follow_lr_halving_and_checkpoint(tiny_corpus, tmp
     fresh.load_state_dict(state)
     fresh._optimizers(trainer)
     a, b = m.enc_opt.state_dict()["state"], fresh.enc_opt.state_dict()["state"]
+    assert len(a) == len(list(trainer.model.encoder.parameters()))        # every encoder parameter has stepped
     assert a.keys() == b.keys() and all(torch.equal(a[k]["exp_avg"], b[k]["exp_avg"]) for k in a)
     old = m.enc_opt
     trainer.state.lr /= 2                                                 # what the trainer's halving does
@@ -474,10 +475,13 @@ def test_pretrain_fb_resets_the_decoder_after_pretraining(tiny_corpus, tmp_path)
     old_optimizer = trainer.optimizer
     trainer.state.epoch, trainer.state.step = 1, 2
     trainer.state.best_loss, trainer.state.best_epoch, trainer.state.bad_epochs = 50.0, 1, 1
+    torch.manual_seed(0)                                                  # the re-initialisation's draws
     m.end_epoch(trainer, {})
     assert (trainer.state.best_loss, trainer.state.best_epoch, trainer.state.bad_epochs) == (math.inf, -1, 0)
     assert all(torch.all(p == 0.5) for p in trainer.model.encoder.parameters())          # encoder kept
-    assert all(float(p.detach().abs().max()) <= 0.1 for p in trainer.model.decoder.parameters())  # decoder re-initialised
+    for name, p in trainer.model.decoder.named_parameters():              # decoder re-initialised: U(-r, r)
+        r = 0.1 if "embed" in name else 0.01                              # the tiny preset's ranges
+        assert r / 2 < float(p.detach().abs().max()) <= r, name
     assert trainer.optimizer is not old_optimizer
     assert [m.beta(t, 1, 2) for t in (2, 3, 4)] == pytest.approx([0.0, 0.5, 1.0])  # warm-up from the reset
     assert m.kl_term(mu, logvar).tolist() == pytest.approx([8.0] * 4)            # free bits floor now

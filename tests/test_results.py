@@ -78,9 +78,12 @@ def test_aggregate_mean_std_n_and_best_cells():
                     ["iw_nll", "mi"])
     assert not tie.best.any()
     # failed runs and other splits are left out
-    extra = pd.concat([df, pd.DataFrame([{"run_id": "x", "dataset": "synthetic", "label": "vae", "decoder": "skip",
-                                          "split": "test", "metric": "iw_nll", "value": 0.0, "status": "failed"}])])
-    assert aggregate(extra, ["iw_nll"]).set_index(["label", "decoder"]).loc[("vae", "skip"), "n"] == 2
+    left_out = [("x", "test", "failed"), ("y", "valid", "finished")]
+    extra = pd.concat([df, pd.DataFrame([{"run_id": r, "dataset": "synthetic", "label": "vae", "decoder": "skip",
+                                          "split": split, "metric": "iw_nll", "value": 0.0, "status": status}
+                                         for r, split, status in left_out])])
+    left = aggregate(extra, ["iw_nll"]).set_index(["label", "decoder"]).loc[("vae", "skip")]
+    assert (left["n"], left["mean"]) == (2, 11.0)
 
 
 def table_of(df, runs: list[RunSpec], metrics=("iw_nll", "mi"), reported=()):
@@ -132,6 +135,9 @@ def test_probe_recovers_a_planted_label():
     assert r.accuracy > 0.98
     assert r.log_k == pytest.approx(math.log(4))
     assert r.label_entropy - 0.1 < r.mi_lower_bound <= r.label_entropy <= r.log_k + 1e-9
+    p = torch.bincount(y_test, minlength=4).double() / len(y_test)      # H(y) of the test labels, plug-in
+    assert r.label_entropy == pytest.approx(float(-(p * p.log()).sum()))
+    assert r.mi_lower_bound == pytest.approx(r.label_entropy - r.cross_entropy)
     noise = fit_probe(torch.randn(800, 6, generator=g), y_train.tolist(), torch.randn(400, 6, generator=g),
                       y_test.tolist())
     assert noise.accuracy < 0.4 and noise.mi_lower_bound < 0.05
