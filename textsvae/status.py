@@ -61,10 +61,10 @@ def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
         return ""
     last, best = scored[-1], min(scored, key=lambda r: r["valid_loss"])
     parts = [f"valid loss {last['valid_loss']:.2f}, best {best['valid_loss']:.2f} at epoch {best.get('epoch', '?')}"]
-    latent = [f"{k} {last['valid_' + k]:{'d' if k == 'au' else '.2f'}}" for k in ("kl", "mi", "au")
-              if spec.decoder != "lm" and isinstance(last.get("valid_" + k), (int, float))]  # an LM has no z
-    if latent:
-        parts.append(", ".join(latent))
+    if spec.decoder != "lm":                                                      # an LM has no z
+        latent = [f"{k} {last['valid_' + k]:.{0 if k == 'au' else 2}f}" for k in ("kl", "mi", "au")
+                  if isinstance(last.get("valid_" + k), (int, float))]
+        parts += [", ".join(latent)] if latent else []
     train = spec.config.train
     if isinstance(last.get("lr"), (int, float)) and last["lr"] > 0:
         halvings = round(math.log2(train.lr / last["lr"]))
