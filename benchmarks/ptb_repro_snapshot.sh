@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Copy the ptb-repro grid's run folders, without checkpoints, into results/ptb-repro/ and redraw its
-# table (results/ptb-repro-table.md, published rows beside ours) and its training curves
+# table (results/ptb-repro-table.md, published rows beside ours), the gap of each of our rows to the
+# published row it reproduces (results/ptb-repro-gaps.md) and its training curves
 # (results/ptb-repro-curves.png: validation loss, KL, MI, AU and LR per epoch). Safe while the grid runs.
 #   bash benchmarks/ptb_repro_snapshot.sh        (needs `textsvae` on PATH)
 set -euo pipefail
@@ -18,5 +19,6 @@ for run in "$home"/results/*/; do
 done
 cd "$repo"
 textsvae table ptb-repro --results results/ptb-repro -o results/ptb-repro-table.md
+textsvae table ptb-repro --results results/ptb-repro --gaps -o results/ptb-repro-gaps.md
 [ ${#runs[@]} -gt 0 ] && textsvae plot "${runs[@]}" --panels protocol -o results/ptb-repro-curves.png
 textsvae bench ptb-repro --results "$home/results" --status

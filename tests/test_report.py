@@ -26,7 +26,8 @@ from textsvae.bench import provenance, run_benchmark
 from textsvae.cli import cli
 from textsvae.grid import load_benchmark
 from textsvae.io import read_jsonl
-from textsvae.results import write_failure
+from textsvae.reported import REPORTED
+from textsvae.results import load_results, write_failure
 
 BENCH = """
 description = "report test benchmark"
@@ -183,6 +184,26 @@ def test_failed_and_missing_runs_are_listed(made: Made):
     assert "Failed (1)" in problems and "Not finished (1)" in problems
     assert f"{made.failed.run_id} ptb · vae · skip · seed 1" in problems and ERROR in problems
     assert f"missing (not run yet) {made.missing.run_id} ptb · free-bits (target=2.0) · skip · seed 0" in problems
+
+
+def test_gaps_section_only_where_a_run_reproduces_a_published_row(made: Made, monkeypatch):
+    assert "gaps" not in Page(made.page).sections          # Li et al. publish no plain-VAE row to compare with
+    monkeypatch.setitem(REPORTED, "test-ptb", {
+        "dataset": "ptb", "source": "a test", "rows": [
+            {"label": "plain vae", "decoder": "standard", "method": "vae", "iw_nll": 100.0, "kl": 1.0}]})
+    bench = load_benchmark("tiny", made.bench_dir)
+    page = R.build_report(replace(bench, reported=("test-ptb",)), made.results)
+    rows = load_results(made.results)
+    mine = rows[(rows.label == "vae") & (rows.decoder == "standard") & (rows.status == "finished")]
+    nll, kl = (mine[mine.metric == name].value for name in ("iw_nll", "kl"))
+    assert len(nll) == len(kl) == 2
+    parsed = Page(page)
+    assert "Gap = this suite's mean minus the published value" in parsed.sections["gaps"]
+    row = next([text for text, _ in cells] for _, cells in parsed.tables["results"]
+               if cells[0][0] == "vae vs plain vae (a test)")
+    # columns: only the metrics the matched published row reports (NLL, KL), each ours minus theirs
+    assert row == ["vae vs plain vae (a test)", "standard", "2", f"{nll.mean() - 100.0:+.2f} ± {nll.std():.2f}",
+                   f"{kl.mean() - 1.0:+.2f} ± {kl.std():.2f}"]
 
 
 def test_the_regenerate_command_rebuilds_the_same_page(made: Made):

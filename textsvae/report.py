@@ -1,5 +1,5 @@
-"""One self-contained HTML page for a benchmark (`textsvae report NAME`): its paper table, the runs that
-failed or have not run, every run's training curves, configuration and provenance.
+"""One self-contained HTML page for a benchmark (`textsvae report NAME`): its paper table, the gaps to
+the published rows it reproduces, the runs that failed or have not run, every run's training curves, configuration and provenance.
 
 The page opens from disk: CSS inline, figures as base64 PNG, no scripts and no external references.
 """
@@ -14,10 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from .gaps import build_gap_table
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .plot import curves_figure, png_bytes
-from .results import build_table, load_results, provenance_lines, render_html_table
+from .results import ResultsError, build_table, load_results, provenance_lines, render_html_table
 from .status import RunState, grid_states
 
 CURVES = ("valid_kl", "valid_mi", "valid_au", "valid_loss")   # log.jsonl keys, one panel each
@@ -84,11 +85,22 @@ def build_report(bench: Benchmark, results_dir: str | Path, split: str = "test",
     table = build_table(df, bench.runs, bench.metrics, bench.reported, split)
     body = [_header(bench, df, results_dir, command),
             _section("table", f"Results ({split} split)", f'<div class="scroll">{render_html_table(table)}</div>'),
+            *_gap_section(bench, df, split),
             _section("problems", "Failed and unfinished runs", _problems(states, results_dir)),
             _section("curves", "Training curves (validation set, per epoch; one line per seed)",
                      _curves(bench.runs, results_dir)),
             _section("runs", "Runs: provenance and configuration", _runs(states, df, results_dir))]
     return PAGE.format(title=esc(f"textsvae report: {bench.name}"), style=STYLE, body="\n".join(body))
+
+
+def _gap_section(bench: Benchmark, df: pd.DataFrame, split: str) -> list[str]:
+    """The gaps to the published rows, where some run of the benchmark reproduces one; else nothing."""
+    try:
+        gaps = build_gap_table(df, bench.runs, bench.metrics, bench.reported, split)
+    except ResultsError:
+        return []
+    return [_section("gaps", "Gap to the published rows (this suite minus published)",
+                     f'<div class="scroll">{render_html_table(gaps)}</div>')]
 
 
 def _section(anchor: str, title: str, content: str) -> str:

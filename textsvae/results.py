@@ -153,6 +153,8 @@ class Table:
     metrics: list[str]
     rows: list[dict[str, Any]]   # {label, decoder, source, cells: {(dataset, metric): (mean, std, n, best)}, n: {dataset: n}}
     split: str = "test"
+    note: str = ""               # the footnote, where it is not table_note's
+    signed: bool = False         # print '+' on positive numbers (differences)
 
 
 def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...] | list[str],
@@ -182,10 +184,11 @@ def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...
     return Table(datasets=datasets, metrics=list(metrics), rows=rows, split=split)
 
 
-def _number(mean: float, std: float, n: int, digits: int, pm: str) -> str:
+def _number(mean: float, std: float, n: int, digits: int, pm: str, signed: bool = False) -> str:
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
     if n > 1 and not math.isnan(std):
-        return f"{mean:.{digits}f}{pm}{std:.{digits}f}"
-    return f"{mean:.{digits}f}"
+        return f"{text}{pm}{std:.{digits}f}"
+    return text
 
 
 def _columns(table: Table) -> list[tuple[str, str]]:
@@ -197,13 +200,13 @@ def _title(table: Table, dataset: str, name: str) -> str:
     return f"{dataset} {title}" if len(table.datasets) > 1 else title
 
 
-def _cell(row: dict[str, Any], dataset: str, name: str, pm: str, bold: str) -> str:
+def _cell(table: Table, row: dict[str, Any], dataset: str, name: str, pm: str, bold: str) -> str:
     if name == "n":
         return str(row["n"].get(dataset, 0)) if not row["source"] else "-"
     if (dataset, name) not in row["cells"]:
         return "-"
     mean, std, n, best = row["cells"][(dataset, name)]
-    text = _number(mean, std, n, metric(name).digits, pm)
+    text = _number(mean, std, n, metric(name).digits, pm, table.signed)
     return bold.format(text) if best else text
 
 
@@ -212,13 +215,15 @@ def render_markdown(table: Table) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
     for row in table.rows:
         label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
-        cells = [_cell(row, d, m, " ± ", "**{}**") for d, m in _columns(table)]
+        cells = [_cell(table, row, d, m, " ± ", "**{}**") for d, m in _columns(table)]
         lines.append("| " + " | ".join([label, row["decoder"]] + cells) + " |")
     return "\n".join(lines) + "\n\n" + table_note(table) + "\n"
 
 
 def table_note(table: Table) -> str:
     """The footnote under every rendering of the table: what a cell is, what bold marks, the split."""
+    if table.note:
+        return table.note
     return (f"Mean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column "
             f"({best_rule(table.metrics)}). {table.split.capitalize()} split; NLL is IW-NLL in nats per sentence.")
 
@@ -237,7 +242,7 @@ def render_html_table(table: Table) -> str:
         lines.append('<tbody class="reported">' if reported else "<tbody>")
         for row in rows:
             label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
-            cells = [_cell(row, d, m, " ± ", "<strong>{}</strong>") for d, m in _columns(table)]
+            cells = [_cell(table, row, d, m, " ± ", "<strong>{}</strong>") for d, m in _columns(table)]
             lines.append(f"<tr><td>{esc(label)}</td><td>{esc(row['decoder'])}</td>"
                          + "".join(f'<td class="num">{c}</td>' for c in cells) + "</tr>")
         lines.append("</tbody>")
@@ -262,7 +267,7 @@ def render_latex(table: Table) -> str:
             lines.append(r"\midrule")
             in_reported = True
         label = f"{row['label']} ({row['source']})" if row["source"] else row["label"]
-        cells = [_cell(row, d, m, r" $\pm$ ", r"\textbf{{{}}}") for d, m in cols]
+        cells = [_cell(table, row, d, m, r" $\pm$ ", r"\textbf{{{}}}") for d, m in cols]
         lines.append(" & ".join([_latex_escape(label), row["decoder"]] + cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

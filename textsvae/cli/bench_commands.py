@@ -114,11 +114,14 @@ def results(results_dir, split):
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="Write to this file, with a header: the command that regenerates it, machine, wall time.")
-def table(name, fmt, results_dir, benchmarks_dir, split, out):
+@click.option("--gaps", is_flag=True,
+              help="Instead: this suite's rows minus the published rows they reproduce, per metric.")
+def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps):
     """Paper-style table of benchmark NAME: mean +- std over seeds, best cell marked, reported rows."""
     import shlex
 
     from ..bench import DEFAULT_RESULTS
+    from ..gaps import build_gap_table
     from ..grid import load_benchmark
     from ..io import atomic_write_text
     from ..results import build_table, load_results, provenance_lines, render
@@ -132,9 +135,10 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out):
         split_opt = f" --split {split}" if split != "test" else ""
         header = [f"{spec.name}: {spec.description}".rstrip(": "),
                   f"Regenerate: `textsvae bench {shlex.quote(name)}{where} && textsvae table {shlex.quote(name)}"
-                  f"{where} --format {fmt}{split_opt} -o {shlex.quote(str(out))}`",
+                  f"{where} --format {fmt}{split_opt}{' --gaps' if gaps else ''} -o {shlex.quote(str(out))}`",
                   *provenance_lines(df, spec.runs, spec.name, results)]
-    text = render(build_table(df, spec.runs, spec.metrics, spec.reported, split), fmt, header)
+    build = build_gap_table if gaps else build_table
+    text = render(build(df, spec.runs, spec.metrics, spec.reported, split), fmt, header)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)

@@ -1,0 +1,62 @@
+"""How far this suite's rows are from the published rows they reproduce: ours minus theirs, per metric.
+
+A published row names the run it reproduces by `method` (and optionally `params`, a subset of the
+run's parameters) on its `decoder`; an LSTM-LM row is the benchmark's `vae` method on the `lm`
+decoder. The gap is this suite's mean over seeds minus the published value, in the metric's own
+units (nats per sentence for NLL, ELBO, KL and MI), with this suite's sample std over seeds beside it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .reported import reported_rows
+from .results import ResultsError, Table, aggregate
+
+if TYPE_CHECKING:
+    from .grid import RunSpec
+
+GAP_NOTE = ("Gap = this suite's mean minus the published value, in the metric's units (NLL, ELBO, KL and MI in "
+            "nats per sentence); ± is this suite's sample std over seeds; n = this suite's finished seeds. "
+            "NLL and PPL: positive means this suite's model is worse; ELBO: positive means better.")
+
+
+def reproduces(published: dict[str, Any], run: "RunSpec") -> bool:
+    """Whether `run` is the kind of run the published row reports (same decoder, method and named params)."""
+    if "method" not in published or run.decoder != published["decoder"] or run.method != published["method"]:
+        return False
+    return all(run.params.get(key) == value for key, value in published.get("params", {}).items())
+
+
+def build_gap_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...] | list[str],
+                    reported: tuple[str, ...] | list[str], split: str = "test") -> Table:
+    """One row per (published row, suite row that reproduces it): the gap of each metric both report."""
+    if not reported:
+        raise ResultsError("this benchmark names no published rows (`reported = [...]` in its file), "
+                           "so there is no gap to show")
+    stats = aggregate(df[df.run_id.isin({s.run_id for s in runs})], metrics, split)
+    datasets = list(dict.fromkeys(s.dataset for s in runs))
+    rows, shown = [], set()
+    for published in reported_rows(reported):
+        if published["dataset"] not in datasets:
+            continue
+        matches = dict.fromkeys((s.label, s.decoder) for s in runs
+                                if s.dataset == published["dataset"] and reproduces(published, s))
+        for label, decoder in matches:
+            shown.update(name for name in metrics if name in published)
+            mine = stats[(stats.dataset == published["dataset"]) & (stats.label == label)
+                         & (stats.decoder == decoder)].set_index("metric")
+            cells = {}
+            for name in metrics:
+                if name in published and name in mine.index:
+                    r = mine.loc[name]
+                    cells[(published["dataset"], name)] = (r["mean"] - published[name], r["std"], int(r["n"]), False)
+            n = int(mine["n"].max()) if len(mine) else 0
+            rows.append({"label": f"{label} vs {published['label']} ({published['source']})", "decoder": decoder,
+                         "source": "", "cells": cells, "n": {published["dataset"]: n}})
+    if not rows:
+        raise ResultsError("no run of this benchmark reproduces one of its published rows "
+                           f"({', '.join(reported)}): nothing to compare")
+    return Table(datasets=[d for d in datasets if any(d in row["n"] for row in rows)], metrics=[m for m in metrics if m in shown], rows=rows, split=split,
+                 note=f"{GAP_NOTE} {split.capitalize()} split.", signed=True)
