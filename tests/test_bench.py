@@ -7,6 +7,7 @@ import time
 import operator
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -290,7 +291,9 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     for f in folders:
         f.mkdir(parents=True)
     prov = {"git_commit": "x", "version": "0", "machine": "m"}
-    write_rows(folders[0], runs[0], {"epochs": 1, "steps": 2}, {"test": {"iw_nll": 1.0}}, 0.1, prov)
+    write_rows(folders[0], runs[0], {"epochs": 1, "steps": 2, "train_seconds": 7380.0}, {"test": {"iw_nll": 1.0}},
+               3000.0, prov)
+    (folders[0] / "summary.json").write_text(json.dumps({"epochs": 62, "stop_reason": "stopped at plateau 5"}))
     write_failure(folders[1], runs[1], "TrainingDiverged: NaN at step 2", prov)
     for f, age in ((folders[2], 5), (folders[3], 3600)):
         (f / ".lock").write_text(json.dumps({"pid": 7, "host": "node-3", "job": "55"}))
@@ -307,6 +310,7 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     lines = out.output.strip().splitlines()
     assert lines[0].startswith("six: 1 finished, 1 running, 1 failed, 3 left (1 started, 1 stale, 1 not started)")
     by_id = {line.split()[1]: line for line in lines[1:]}
+    assert by_id[runs[0].run_id].endswith(": 62 epochs (stopped at plateau 5); train 2.0 h, eval 50 min")
     assert by_id[runs[1].run_id].startswith("failed") and "NaN at step 2" in by_id[runs[1].run_id]
     assert by_id[runs[2].run_id].startswith("running") and "node-3, job 55" in by_id[runs[2].run_id]
     assert by_id[runs[3].run_id].startswith("stale") and by_id[runs[4].run_id].startswith("started")
@@ -317,6 +321,33 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
             f"lr {lr0 / 4:g}: 2 of {max_decays} halvings)") in by_id[runs[4].run_id]
     assert f"epoch 1 of {epochs}; pid 7 on node-3" in by_id[runs[3].run_id]
     assert not (folders[5] / "rows.csv").exists()                  # nothing ran
+
+
+def test_runs_an_older_grid_made_are_named_not_silently_dropped(tmp_path, write_bench):
+    """A run folder whose bench.json names this benchmark but whose id the grid no longer makes (the file or
+    textsvae changed the config) is left out of table and status, with a note that says so."""
+    from textsvae.results import write_rows
+
+    bdir = write_bench(tmp_path / "b", "one", TINY)
+    runs = load_benchmark("one", bdir).runs
+    results = tmp_path / "results"
+    prov = {"git_commit": "x", "version": "0", "machine": "m"}
+    for folder_id, benchmark in (("0ld0ld0ld0ld", "one"), ("0ther0ther00", "another")):
+        (results / folder_id).mkdir(parents=True)
+        write_rows(results / folder_id, replace(runs[0], run_id=folder_id, benchmark=benchmark), {"epochs": 1},
+                   {"test": {"iw_nll": 1.0}}, 0.1, prov)
+    where = ["--benchmarks-dir", str(bdir), "--results", str(results)]
+    status = CliRunner().invoke(cli, ["bench", "one", *where, "--status"])
+    note = (f"note: 1 run folder(s) of 'one' in {results} are not in this grid (another version of textsvae or "
+            f"of the benchmark file made them, so their run ids differ) and are left out, e.g. 0ld0ld0ld0ld; "
+            f"`textsvae results --results {results}` shows every run")
+    assert status.exit_code == 0 and status.output.strip().splitlines()[-1] == note, status.output
+    assert status.output.startswith("one: 0 finished")
+    table = CliRunner().invoke(cli, ["table", "one", *where])
+    assert table.exit_code == 0 and table.stderr.strip() == note and note not in table.stdout
+    assert "| 0 | - |" in table.stdout                       # the old run's 1.0 is not in the table
+    (results / "0ld0ld0ld0ld" / "bench.json").unlink()
+    assert "note:" not in CliRunner().invoke(cli, ["bench", "one", *where, "--status"]).output
 
 
 def test_bad_engine_settings_are_refused_even_when_every_run_is_finished(tmp_path, write_bench):

@@ -48,6 +48,23 @@ def read_status(folder: Path) -> dict[str, Any]:
         return {}
 
 
+def runs_outside_grid(results_dir: Path, benchmark: str, run_ids: set[str]) -> list[str]:
+    """Run folders under results_dir that bench.json files under `benchmark` but whose ids this grid does not
+    make: runs of another version of the benchmark file or of textsvae (a run id hashes the whole config)."""
+    return sorted(folder.parent.name for folder in Path(results_dir).glob("*/bench.json")
+                  if folder.parent.name not in run_ids and read_status(folder.parent).get("benchmark") == benchmark)
+
+
+def outside_grid_note(results_dir: Path, benchmark: str, run_ids: set[str]) -> str:
+    """One line saying how many such runs there are and that tables leave them out; '' when none."""
+    others = runs_outside_grid(results_dir, benchmark, run_ids)
+    if not others:
+        return ""
+    return (f"note: {len(others)} run folder(s) of '{benchmark}' in {results_dir} are not in this grid (another "
+            f"version of textsvae or of the benchmark file made them, so their run ids differ) and are left out, "
+            f"e.g. {others[0]}; `textsvae results --results {results_dir}` shows every run")
+
+
 def _base(spec: "RunSpec", provenance: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": spec.run_id, "benchmark": spec.benchmark, "dataset": spec.dataset, "decoder": spec.decoder,
             "method": spec.method, "label": spec.label, "params": json.dumps(spec.params, sort_keys=True),

@@ -6,6 +6,7 @@ folder with epochs logged but no lock: the next bench resumes it); missing (neve
 """
 from __future__ import annotations
 
+import csv
 import json
 import math
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .locks import pid_alive, read_lock, stale_after
-from .results import read_status
+from .results import outside_grid_note, read_status
 
 ORDER = ("finished", "running", "failed", "started", "stale", "missing")
 
@@ -29,8 +30,10 @@ class RunState:
 
 def run_state(spec: RunSpec, folder: Path) -> RunState:
     status = read_status(folder)
-    if status.get("status") in ("finished", "failed"):
-        return RunState(spec, status["status"], status.get("error", ""))
+    if status.get("status") == "finished":
+        return RunState(spec, "finished", finished_summary(folder))
+    if status.get("status") == "failed":
+        return RunState(spec, "failed", status.get("error", ""))
     log_rows = read_jsonl(folder / "log.jsonl") if (folder / "log.jsonl").exists() else []
     epochs = len(log_rows)
     progress = f"epoch {epochs} of {spec.config.train.epochs}{training_summary(spec, log_rows)}"
@@ -51,6 +54,34 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
         note = f" ({state['status']}: {state['message']})" if state.get("message") else ""
         return RunState(spec, "started", progress + note)
     return RunState(spec, "missing")
+
+
+def finished_summary(folder: Path) -> str:
+    """'62 epochs (stopped at validation plateau 5 (max_decays=5)); train 9.1 h, eval 58 min' from the run's
+    summary.json and rows.csv; what either lacks is left out."""
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        summary = {}
+    try:
+        with open(folder / "rows.csv", newline="") as f:
+            first = next(csv.DictReader(f), {})
+    except OSError:
+        first = {}
+    parts = []
+    if isinstance(summary.get("epochs"), int):
+        reason = f" ({summary['stop_reason']})" if summary.get("stop_reason") else ""
+        parts.append(f"{summary['epochs']} epochs{reason}")
+    times = [f"{name} {duration(float(first[key]))}" for name, key in (("train", "train_seconds"),
+                                                                       ("eval", "eval_seconds")) if first.get(key)]
+    return "; ".join(parts + ([", ".join(times)] if times else []))
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '58 min' or '9.1 h'."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 
 def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
@@ -77,7 +108,8 @@ def grid_states(bench: Benchmark, results_dir: Path) -> list[RunState]:
 
 
 def status_text(bench: Benchmark, results_dir: Path) -> str:
-    """A summary line, then one line per run that is not finished (failed runs with their error and folder)."""
+    """A summary line, then one line per run: finished ones with their epochs, why they stopped and their time,
+    failed ones with their error and folder, the others with their progress."""
     states = grid_states(bench, results_dir)
     counts = {s: sum(r.state == s for r in states) for s in ORDER}
     left = counts["started"] + counts["stale"] + counts["missing"]
@@ -85,10 +117,9 @@ def status_text(bench: Benchmark, results_dir: Path) -> str:
              f"{left} left ({counts['started']} started, {counts['stale']} stale, {counts['missing']} not started) "
              f"of {len(states)} in {results_dir}"]
     for r in sorted(states, key=lambda r: ORDER.index(r.state)):
-        if r.state == "finished":
-            continue
         s = r.spec
         where = f"  [{Path(results_dir) / s.run_id}]" if r.state == "failed" else ""
         lines.append(f"{r.state:8s} {s.run_id} {s.dataset} {s.decoder} {s.label} seed {s.seed}"
                      f"{': ' + r.detail if r.detail else ''}{where}")
-    return "\n".join(lines)
+    note = outside_grid_note(Path(results_dir), bench.name, {r.spec.run_id for r in states})
+    return "\n".join(lines + ([note] if note else []))

@@ -124,11 +124,14 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps):
     from ..gaps import build_gap_table
     from ..grid import load_benchmark
     from ..io import atomic_write_text
-    from ..results import build_table, load_results, provenance_lines, render
+    from ..results import build_table, load_results, outside_grid_note, provenance_lines, render
 
     spec = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
     df = load_results(results)
+    note = outside_grid_note(results, spec.name, {run.run_id for run in spec.runs})
+    if note:
+        click.echo(note, err=True)
     header = None
     if out:
         where = _where_options(results_dir, benchmarks_dir)
