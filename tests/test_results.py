@@ -191,6 +191,36 @@ def test_protocol_panels_read_the_per_epoch_log(tmp_path, monkeypatch):
     assert [ax.get_title() for ax in drawn["axes"]][0] == "loss, -ELBO (valid)"
 
 
+def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, monkeypatch):
+    """The LM logs KL 0 and beta 1 (no z): its line is in the loss and LR panels only, named LSTM-LM."""
+    from textsvae import plot
+
+    dirs = []
+    for decoder in ("lm", "skip"):
+        d = tmp_path / decoder
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model": {"decoder": decoder},
+                                                   "train": {"method": "vae", "seed": 2}}))
+        (d / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "lr": 1.0, "beta": 1.0, "valid_loss": 9.0 - e,
+                                                         "valid_kl": 0.0, "valid_mi": 0.0, "valid_au": 0}) + "\n"
+                                             for e in (1, 2)))
+        dirs.append(d)
+    drawn = {}
+    real_subplots = __import__("matplotlib.pyplot").pyplot.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real_subplots(*args, **kwargs)
+        drawn["axes"] = axes[0]
+        return fig, axes
+
+    monkeypatch.setattr("matplotlib.pyplot.subplots", spy)
+    plot.plot_runs(dirs, tmp_path / "p.png", panels=plot.PROTOCOL_PANELS, per_epoch=True)
+    points = {(ax.get_title(), line.get_label()): len(line.get_xdata()) for ax in drawn["axes"] for line in ax.lines}
+    assert points[("loss, -ELBO (valid)", "LSTM-LM s2")] == points[("learning rate", "LSTM-LM s2")] == 2
+    assert points[("KL (valid)", "LSTM-LM s2")] == points[("MI (valid)", "LSTM-LM s2")] == 0
+    assert points[("active units (valid)", "LSTM-LM s2")] == 0 and points[("KL (valid)", "skip vae s2")] == 2
+
+
 def test_results_and_table_commands(tmp_path):
     (tmp_path / "r1").mkdir()
     write_rows(tmp_path / "r1", spec("r1"), {"epochs": 1, "steps": 2, "train_seconds": 60.0, "device": "cpu"},

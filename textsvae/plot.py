@@ -21,13 +21,31 @@ PANELS = ("valid_kl", "valid_mi", "valid_au", "beta", "valid_rec")
 PROTOCOL_PANELS = ("valid_loss", "valid_kl", "valid_mi", "valid_au", "lr")
 
 
-def run_label(run_dir: Path) -> str:
-    """'decoder method seed N' from the run's config.json, else the folder name."""
+LATENT_KEYS = ("valid_kl", "valid_mi", "valid_au", "train_kl", "beta")   # nothing to draw for a model without z
+
+
+def _config(run_dir: Path) -> dict:
     try:
-        config = json.loads((run_dir / "config.json").read_text())
-        return f"{config['model']['decoder']} {config['train']['method']} s{config['train']['seed']}"
-    except (OSError, ValueError, KeyError):
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_label(run_dir: Path) -> str:
+    """'decoder method sN' ('LSTM-LM sN' for the LM) from the run's config.json, else the folder name."""
+    try:
+        config = _config(run_dir)
+        seed = config["train"]["seed"]
+        if config["model"]["decoder"] == "lm":
+            return f"LSTM-LM s{seed}"
+        return f"{config['model']['decoder']} {config['train']['method']} s{seed}"
+    except KeyError:
         return run_dir.name
+
+
+def without_latent(rows: list[dict]) -> list[dict]:
+    """An LM's log rows without the z columns it logs as zeros (KL 0 there means 'no z', not 'collapsed')."""
+    return [{k: v for k, v in row.items() if k not in LATENT_KEYS} for row in rows]
 
 
 def check_panels(panels: tuple[str, ...]) -> None:
@@ -38,14 +56,17 @@ def check_panels(panels: tuple[str, ...]) -> None:
 
 
 def read_logs(run_dirs: list[str | Path], per_epoch: bool = False) -> list[tuple[str, list[dict]]]:
-    """(label, log rows) per run folder: monitor.jsonl where it exists (unless per_epoch), else log.jsonl;
-    labelled by run_label, with the folder's name added where two runs share a label."""
+    """(label, log rows) per run folder: monitor.jsonl where it exists (unless per_epoch), else log.jsonl
+    (an LM's without its z columns); labelled by run_label, with the folder's name added where two runs
+    share a label."""
     logs = []
     for d in map(Path, run_dirs):
         # monitor.jsonl (every `monitor_every` steps, all on the monitor subset) when the run has it
         rows = (None if per_epoch else read_jsonl(d / "monitor.jsonl")) or read_jsonl(d / "log.jsonl")
         if not rows:
             raise ConfigError(f"{d} has no training log (log.jsonl missing or empty)")
+        if _config(d).get("model", {}).get("decoder") == "lm":
+            rows = without_latent(rows)
         logs.append((run_label(d), rows))
     labels = [label for label, _ in logs]
     if len(set(labels)) < len(labels):  # same config in two folders: name them by folder

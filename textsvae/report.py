@@ -17,7 +17,7 @@ import pandas as pd
 from .gaps import build_gap_table
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
-from .plot import curves_figure, png_bytes
+from .plot import curves_figure, png_bytes, without_latent
 from .results import ResultsError, build_table, load_results, provenance_lines, render_html_table
 from .status import RunState, grid_states
 
@@ -160,7 +160,7 @@ def curves_html(specs: list[RunSpec], results_dir: str | Path, title: str = "") 
     for spec in specs:
         rows = read_jsonl(Path(results_dir) / spec.run_id / "log.jsonl")
         if rows:
-            logs.append((f"seed {spec.seed}", rows))
+            logs.append((f"seed {spec.seed}", without_latent(rows) if spec.decoder == "lm" else rows))
         else:
             absent.append(str(spec.seed))
     note = f'<p class="note">No training log for seed(s) {", ".join(absent)}.</p>' if absent else ""
