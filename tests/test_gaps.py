@@ -95,3 +95,17 @@ def test_cli_gaps_on_the_committed_ptb_repro_folder_and_its_error(tmp_path):
     assert "cyclical" not in text                           # ptb-repro runs no cyclical annealing
     bad = runner.invoke(cli, ["table", "quick", "--results", str(PTB_REPRO), "--gaps"])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "names no published rows" in bad.output
+
+
+def test_every_published_method_builds_and_he_et_al_rows_all_have_a_yahoo_paper_run():
+    """A typo in a published row's method would silently leave it without a gap."""
+    from textsvae.grid import load_benchmark
+    from textsvae.methods import build_method
+
+    named = [row for rows in REPORTED.values() for row in rows["rows"] if "method" in row]
+    assert len(named) >= 17
+    for row in named:
+        build_method(row["method"], row.get("params", {}))          # raises on an unknown method or parameter
+    runs = load_benchmark("yahoo-paper").runs
+    for row in REPORTED["he2019-yahoo"]["rows"]:
+        assert ("method" in row) == any(reproduces(row, run) for run in runs), row["label"]
