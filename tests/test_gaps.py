@@ -12,7 +12,7 @@ from textsvae.config import ConfigError, preset_config
 from textsvae.gaps import build_gap_table, reproduces
 from textsvae.grid import RunSpec
 from textsvae.reported import REPORTED
-from textsvae.results import render
+from textsvae.tables import render
 
 PTB_REPRO = Path(__file__).resolve().parents[1] / "results" / "ptb-repro"
 LI = {row["label"]: row for row in REPORTED["li2019-ptb"]["rows"]}

@@ -165,7 +165,8 @@ method = "vae"
 def test_a_benchmark_listing_recon_metrics_writes_their_rows(tmp_path, write_bench):
     from textsvae.bench import run_benchmark
     from textsvae.grid import load_benchmark
-    from textsvae.results import build_table, load_results, render
+    from textsvae.results import load_results
+    from textsvae.tables import build_table, render
 
     bdir = write_bench(tmp_path / "b", "recon", BENCH)
     write_bench(bdir, "plain", BENCH.replace(', "recon_bleu", "recon_acc"', ""))

@@ -13,7 +13,8 @@ from textsvae.grid import RunSpec
 from textsvae.cli import cli
 from textsvae.config import ConfigError, preset_config
 from textsvae.probe import fit_probe
-from textsvae.results import (aggregate, build_table, load_results, render, write_failure, write_rows)
+from textsvae.results import load_results, write_failure, write_rows
+from textsvae.tables import aggregate, build_table, render
 
 PROV = {"git_commit": "abc123", "version": "0.1.0", "machine": "x86_64 2 cores"}
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .reported import reported_rows
-from .results import ResultsError, Table, aggregate
+from .results import ResultsError
+from .tables import Table, aggregate
 
 if TYPE_CHECKING:
     from .grid import RunSpec

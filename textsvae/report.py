@@ -18,7 +18,8 @@ from .gaps import build_gap_table
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .plot import curves_figure, png_bytes, without_latent
-from .results import ResultsError, build_table, load_results, provenance_lines, render_html_table
+from .results import ResultsError, load_results
+from .tables import build_table, provenance_lines, render_html_table
 from .status import RunState, grid_states
 
 CURVES = ("valid_kl", "valid_mi", "valid_au", "valid_loss")   # log.jsonl keys, one panel each

@@ -40,7 +40,8 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
     """
     from ..bench import DEFAULT_RESULTS, run_benchmark, run_status
     from ..grid import list_benchmarks, load_benchmark
-    from ..results import build_table, load_results, render
+    from ..results import load_results
+    from ..tables import build_table, render
 
     if not name:
         for bench_name, path in list_benchmarks(benchmarks_dir).items():
@@ -124,7 +125,8 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps):
     from ..gaps import build_gap_table
     from ..grid import load_benchmark
     from ..io import atomic_write_text
-    from ..results import build_table, load_results, outside_grid_note, provenance_lines, render
+    from ..results import load_results, outside_grid_note
+    from ..tables import build_table, provenance_lines, render
 
     spec = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
