@@ -301,8 +301,12 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     (folders[4] / "config.json").write_text("{}")
     lr0 = runs[4].config.train.lr
     (folders[4] / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in (
-        {"epoch": 1, "lr": lr0, "valid_loss": 104.5, "valid_kl": 0.5, "valid_mi": 0.25, "valid_au": 3},
-        {"epoch": 2, "lr": lr0 / 4, "valid_loss": 105.125, "valid_kl": 0.125, "valid_mi": 0.0, "valid_au": 0})))
+        {"epoch": 1, "lr": lr0, "valid_loss": 104.5, "valid_kl": 0.5, "valid_mi": 0.25, "valid_au": 3,
+         "seconds": 500.0},
+        {"epoch": 2, "lr": lr0 / 4, "valid_loss": 105.125, "valid_kl": 0.125, "valid_mi": 0.0, "valid_au": 0,
+         "seconds": 40.0},
+        {"epoch": 3, "lr": lr0 / 4, "valid_loss": 105.125, "valid_kl": 0.125, "valid_mi": 0.0, "valid_au": 0,
+         "seconds": 480.0})))
     (folders[3] / "log.jsonl").write_text('{"epoch": 1}\n')        # no validation logged: epochs only
     out = CliRunner().invoke(cli, ["bench", "six", "--benchmarks-dir", str(bdir), "--results", str(results),
                                    "--status"])
@@ -317,8 +321,8 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     assert by_id[runs[5].run_id].startswith("missing")
     epochs = runs[4].config.train.epochs
     max_decays = runs[4].config.train.max_decays
-    assert (f"epoch 2 of {epochs} (valid loss 105.12, best 104.50 at epoch 1; kl 0.12, mi 0.00, au 0; "
-            f"lr {lr0 / 4:g}: 2 of {max_decays} halvings)") in by_id[runs[4].run_id]
+    assert (f"epoch 3 of {epochs} (valid loss 105.12, best 104.50 at epoch 1; kl 0.12, mi 0.00, au 0; "
+            f"lr {lr0 / 4:g}: 2 of {max_decays} halvings; 8 min per epoch)") in by_id[runs[4].run_id]
     assert f"epoch 1 of {epochs}; pid 7 on node-3" in by_id[runs[3].run_id]
     assert not (folders[5] / "rows.csv").exists()                  # nothing ran
 

@@ -85,8 +85,8 @@ def duration(seconds: float) -> str:
 
 
 def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
-    """' (valid loss 103.77, best 103.50 at epoch 24; kl 0.02, mi 0.00, au 0; lr 0.5: 1 of 5 halvings)'
-    from the per-epoch log; '' when it holds no validation loss yet."""
+    """' (valid loss 103.77, best 103.50 at epoch 24; kl 0.02, mi 0.00, au 0; lr 0.5: 1 of 5 halvings;
+    8 min per epoch)' from the per-epoch log; '' when it holds no validation loss yet."""
     scored = [r for r in log_rows if isinstance(r.get("valid_loss"), (int, float))]
     if not scored:
         return ""
@@ -100,6 +100,9 @@ def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
     if isinstance(last.get("lr"), (int, float)) and last["lr"] > 0:
         halvings = round(math.log2(train.lr / last["lr"]))
         parts.append(f"lr {last['lr']:g}: {halvings} of {train.max_decays} halvings")
+    seconds = sorted(r["seconds"] for r in log_rows[-5:] if isinstance(r.get("seconds"), (int, float)))
+    if seconds:                  # the median of the last five: an epoch cut by a resume counts less
+        parts.append(f"{duration(seconds[len(seconds) // 2])} per epoch")
     return f" ({'; '.join(parts)})"
 
 
