@@ -283,7 +283,8 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     from textsvae.results import write_failure, write_rows
 
     monkeypatch.setenv("TEXTSVAE_LOCK_STALE_S", "60")
-    bdir = write_bench(tmp_path / "b", "six", TINY.replace("seeds = [0]", "seeds = [0, 1, 2]"))
+    bdir = write_bench(tmp_path / "b", "six", TINY.replace("seeds = [0]", "seeds = [0, 1, 2]")
+                       .replace("epochs = 1\n", "epochs = 4\n"))
     runs = load_benchmark("six", bdir).runs
     assert len(runs) == 6
     results = tmp_path / "results"

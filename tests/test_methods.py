@@ -17,6 +17,7 @@ from textsvae.cli import cli
 from textsvae.config import ConfigError, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
 from textsvae.data.vocab import BOS_ID, PAD_ID, UNK_ID
+from textsvae.io import read_jsonl
 from textsvae.methods import REGISTRY, Method, MethodError, build_method, load_plugin, method_names, register
 from textsvae.methods import context
 from textsvae.methods.aggressive import Aggressive, AggressiveParams
@@ -276,6 +277,29 @@ def test_free_bits_floor_per_dimension_and_per_sentence():
     assert m.kl_term(torch.zeros(3, 8), torch.zeros(3, 8)).tolist() == pytest.approx([8.0, 8.0, 8.0])
 
 
+def test_free_bits_per_sentence_and_dimension_is_li_et_als_masked_penalty():
+    """sentence-dim floors each KL_bd at target / D; Li et al.'s `--fb 2` drops the terms under the floor:
+    the same gradient, a loss higher by the floor for each dropped term. target 2, D 2: floor 1.
+
+    KL = mu^2 / 2 = [[0.5, 2], [2, 4]]: sentence-dim [1 + 2, 2 + 4] = [3, 6]; their [2, 6].
+    'dim' differs: dim 0's batch mean 1.25 is above the floor, so both sentences get its gradient.
+    """
+    mu = torch.tensor([[1.0, 2.0], [2.0, 8 ** 0.5]], requires_grad=True)
+    logvar = torch.zeros(2, 2, requires_grad=True)
+    ours = free_bits_kl(mu, logvar, target=2.0, mode="sentence-dim")
+    assert ours.tolist() == pytest.approx([3.0, 6.0])
+    ours_grad = torch.autograd.grad(ours.mean(), (mu, logvar))
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1)                  # their text_anneal_fb.py, fb == 2
+    theirs = ((kl > 2.0 / 2).float() * kl).sum(dim=1)
+    assert theirs.tolist() == pytest.approx([2.0, 6.0])
+    for a, b in zip(ours_grad, torch.autograd.grad(theirs.mean(), (mu, logvar))):
+        assert torch.allclose(a, b)
+    assert ours_grad[0][:, 0].tolist() == pytest.approx([0.0, 1.0])     # sentence 0's dim 0 is under its floor
+    dim_grad = torch.autograd.grad(free_bits_kl(mu, logvar, 2.0, "dim").mean(), mu)[0]
+    assert dim_grad[:, 0].tolist() == pytest.approx([0.5, 1.0])
+    assert build_method("pretrain-fb").params.mode == "sentence-dim"       # Li et al.'s method, their variant
+
+
 # -- word dropout ------------------------------------------------------------------------------------
 def test_word_dropout_keeps_bos_and_padding_and_only_trains():
     batch = make_batch([[5, 6, 7, 8, 9], [10, 11]], [0, 1])            # inputs: <s> w.. and padding
@@ -521,6 +545,73 @@ def test_lr_halving_reloads_the_best_model_but_not_an_earlier_phase(tiny_corpus,
     assert trainer.state.lr == lr / 2 and trainer.state.decays == 1
     assert all(torch.equal(v, best[k]) for k, v in trainer.model.state_dict().items())
     assert m.state_dict() == {"pretraining": False, "reset_step": 7}
+
+
+def test_pretrain_fb_selects_its_autoencoder_by_reconstruction():
+    m = build_method("pretrain-fb", {"pretrain_epochs": "-1"})
+    assert m.selection_loss({"loss": 140.0, "rec": 90.0}) == 90.0         # Li et al.'s AE run: beta = 0
+    m.pretraining = False
+    assert m.selection_loss({"loss": 140.0, "rec": 90.0}) == 140.0        # the VAE run: -ELBO
+    with pytest.raises(MethodError, match="pretrain_epochs must be >= 0, or -1"):
+        build_method("pretrain-fb", {"pretrain_epochs": "-2"})
+
+
+def test_a_whole_autoencoder_run_then_a_new_run_from_its_best_model(tiny_corpus, tmp_path):
+    """pretrain_epochs = -1: the AE phase ends by the run's own rule; its best model, with a new decoder,
+    starts a second run with the initial LR, no halvings and its own epoch budget and decay start."""
+    m = build_method("pretrain-fb", {"pretrain_epochs": "-1", "warmup_epochs": "1"})
+    trainer = make_trainer(tmp_path, tiny_corpus, m, epochs=3, decay_start_epoch=1, decay_patience=1, max_decays=5)
+    trainer.run_dir.mkdir(parents=True)
+    s, lr0 = trainer.state, trainer.state.lr
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.fill_(0.25)
+    s.epoch = 1
+    trainer._after_validation(m.selection_loss({"loss": 200.0, "rec": 50.0}))   # best.pt: the AE of epoch 1
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.fill_(0.75)
+    s.epoch = 2
+    trainer._after_validation(m.selection_loss({"loss": 150.0, "rec": 60.0}))   # worse by rec: LR halved
+    assert s.decays == 1 and s.lr == lr0 / 2 and not s.done
+    m.end_epoch(trainer, {})
+    assert m.pretraining                                                  # the AE run goes on
+    s.epoch = 3
+    trainer._after_validation(m.selection_loss({"loss": 150.0, "rec": 55.0}))
+    assert s.done and s.stop_reason == "reached 3 epochs"
+    for p in trainer.model.parameters():
+        p.data.fill_(0.9)                                                 # the last epoch's weights
+    old_optimizer = trainer.optimizer
+    torch.manual_seed(0)
+    m.end_epoch(trainer, {})
+    assert not m.pretraining and m.reset_step == s.step
+    assert all(torch.all(p == 0.25) for p in trainer.model.encoder.parameters())   # the best AE's encoder
+    assert all(float(p.abs().max()) <= 0.1 for p in trainer.model.decoder.parameters())  # a new decoder
+    assert (s.done, s.stop_reason, s.lr, s.decays, s.phase_start) == (False, "", lr0, 0, 3)
+    assert (s.best_loss, s.best_epoch, s.bad_epochs) == (math.inf, -1, 0) and trainer.optimizer is not old_optimizer
+    # the second run's epochs count from its start: run epoch 4 is its first of 3, not past the budget
+    s.epoch = 4
+    trainer._after_validation(m.selection_loss({"loss": 120.0, "rec": 1.0}))   # by -ELBO now
+    assert not s.done and s.best_epoch == 4
+    s.epoch = 5
+    trainer._after_validation(130.0)
+    assert s.decays == 1 and s.lr == lr0 / 2 and not s.done
+    s.epoch = 6
+    trainer._after_validation(125.0)
+    assert s.done and s.stop_reason == "reached 3 epochs of phase 2"
+
+
+def test_pretrain_fb_whole_runs_train_end_to_end(tiny_corpus, tmp_path):
+    result = run_cli(["train", "--data", str(tiny_corpus), "--method", "pretrain-fb", "-p", "pretrain_epochs=-1",
+                      "-p", "warmup_epochs=1", "--epochs", "2", "--threads", "1", "--set", "progress=false",
+                      "-o", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    rows = read_jsonl(tmp_path / "run" / "log.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [r["method_pretraining"] for r in rows] == [True, False, False, False]   # state after each epoch's end
+    assert [r["beta"] for r in rows][:2] == [0.0, 0.0] and 0.0 < rows[2]["beta"] <= rows[3]["beta"] <= 1.0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stop_reason"] == "reached 2 epochs of phase 2" and summary["best_epoch"] in (3, 4)
 
 
 # -- plugins and the README example ----------------------------------------------------------------------

@@ -36,7 +36,9 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
         return RunState(spec, "failed", status.get("error", ""))
     log_rows = read_jsonl(folder / "log.jsonl") if (folder / "log.jsonl").exists() else []
     epochs = len(log_rows)
-    progress = f"epoch {epochs} of {spec.config.train.epochs}{training_summary(spec, log_rows)}"
+    budget = spec.config.train.epochs
+    of = f"of {budget}" if epochs <= budget else f"({budget} per phase)"     # pretrain-fb's second run goes on
+    progress = f"epoch {epochs} {of}{training_summary(spec, log_rows)}"
     held = read_lock(folder / ".lock")
     if held is not None:
         info, age = held

@@ -64,6 +64,7 @@ class TrainState:
     best_epoch: int = -1
     done: bool = False
     stop_reason: str = ""
+    phase_start: int = 0           # epochs completed when this phase began (the LR rule and budget count from it)
     train_seconds: float = 0.0
     partial: dict[str, float] = field(default_factory=dict)  # sums of the interrupted epoch
 
@@ -250,7 +251,8 @@ class Trainer:
             counts = {k: s.partial.get(k, 0) for k in counts}
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # 1-based step of the first NaN/inf
         start = time.perf_counter()
-        desc = f"epoch {epoch + 1}/{t.epochs}"
+        desc = f"epoch {epoch + 1 - s.phase_start}/{t.epochs}" + (f" of phase 2 (run epoch {epoch + 1})"
+                                                                 if s.phase_start else "")
         with _progress(self.steps_per_epoch, desc, t.progress, initial=s.batch_in_epoch) as bar:  # closed on errors too
             for i, batch in enumerate(self.train_batches(epoch)):
                 if i < s.batch_in_epoch:
@@ -295,7 +297,7 @@ class Trainer:
                "train_kl": float(sums["kl"]) / n, "train_sentences": counts["sentences"],
                "tokens_per_s": counts["tokens"] / max(seconds, 1e-9), "seconds": seconds,
                **{f"valid_{k}": v for k, v in valid.items()}}
-        self._after_validation(valid["loss"])  # first, so best.pt holds the model that was validated
+        self._after_validation(self.method.selection_loss(valid))  # first: best.pt holds the validated model
         self.method.end_epoch(self, valid)
         row.update({f"method_{k}": v for k, v in self.method.state_dict().items()
                     if isinstance(v, (int, float, bool, str))})
@@ -332,6 +334,19 @@ class Trainer:
         s = self.state
         s.best_loss, s.best_epoch, s.bad_epochs, s.plateau_loss = math.inf, -1, 0, math.inf
 
+    def reload_best(self) -> None:
+        """Load best.pt's weights into the model (the model the LR rule would have reloaded)."""
+        self.model.load_state_dict(load_checkpoint(self.run_dir / "best.pt")["model"])
+
+    def restart_phase(self) -> None:
+        """Go on as a new run from the current model: the initial LR with no halvings, a fresh optimiser,
+        no best model or plateau, and the epoch budget and decay start counted from now (pretrain-fb's
+        second run, after its autoencoder run has ended)."""
+        s, t = self.state, self.config.train
+        s.phase_start, s.lr, s.decays, s.done, s.stop_reason = s.epoch, t.lr, 0, False, ""
+        self.restart_model_selection()
+        self.optimizer = self.make_optimizer(self.model.parameters(), s.lr)
+
     def _after_validation(self, valid_loss: float) -> None:
         """Keep the best model (best.pt); the LR rule of He et al.'s and Li et al.'s code; decide whether to stop.
 
@@ -339,9 +354,11 @@ class Trainer:
         `decay_patience` worse epochs in a row, once more than `decay_start_epoch` epochs are done,
         best.pt is reloaded and the LR halved, and that epoch's loss becomes the reference. The
         `max_decays`-th such plateau ends the run (their code breaks right after that halving);
-        best.pt is the model that is evaluated.
+        best.pt is the model that is evaluated. Epochs count from the start of the phase (0 but for
+        a method that restarts one).
         """
         t, s = self.config.train, self.state
+        epochs = s.epoch - s.phase_start
         if valid_loss < s.best_loss:
             s.best_loss, s.best_epoch = valid_loss, s.epoch
             save_checkpoint(self.run_dir / "best.pt", self.config, self.corpus.vocab,
@@ -350,7 +367,7 @@ class Trainer:
             s.plateau_loss, s.bad_epochs = valid_loss, 0
         else:
             s.bad_epochs += 1
-        if s.epoch > t.decay_start_epoch and s.bad_epochs >= t.decay_patience and s.epoch < t.epochs:
+        if epochs > t.decay_start_epoch and s.bad_epochs >= t.decay_patience and epochs < t.epochs:
             s.decays += 1
             s.bad_epochs, s.plateau_loss = 0, valid_loss
             if s.decays >= t.max_decays:
@@ -363,8 +380,8 @@ class Trainer:
             # forward, as in He et al.'s code, where only the model is reloaded
             self.optimizer = self.make_optimizer(self.model.parameters(), s.lr)
             log.info("validation plateau: reloaded epoch %d, LR halved to %g", best["epoch"], s.lr)
-        if s.epoch >= t.epochs:
-            s.done, s.stop_reason = True, f"reached {t.epochs} epochs"
+        if epochs >= t.epochs:
+            s.done, s.stop_reason = True, f"reached {t.epochs} epochs" + (" of phase 2" if s.phase_start else "")
         elif t.max_steps is not None and s.step >= t.max_steps:
             s.done, s.stop_reason = True, f"reached the budget of {t.max_steps} steps"
 

@@ -111,8 +111,13 @@ class Method:
         trainer.clip_and_step(trainer.optimizer)
         return out
 
+    def selection_loss(self, valid: dict[str, float]) -> float:
+        """The validation number that picks best.pt and drives the LR rule: -ELBO at beta = 1 by default
+        (pretrain-fb's autoencoder phase uses the reconstruction loss, as Li et al.'s AE run does)."""
+        return valid["loss"]
+
     def end_epoch(self, trainer: "TrainingContext", valid: dict[str, float]) -> None:
-        """Called after each epoch's validation (phase switches: aggressive, pretrain-fb)."""
+        """Called after each epoch's validation and the LR rule (phase switches: aggressive, pretrain-fb)."""
 
     # -- checkpointing ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Combined methods, `--method a+b`: each part is built as usual and owns the hooks it overrides.
 
 Rules (simple on purpose):
-- `beta`, `posterior`, `decoder_inputs`, `kl_term`, `loss` and `train_step` have at most one
+- `beta`, `posterior`, `decoder_inputs`, `kl_term`, `loss`, `train_step` and `selection_loss` have at most one
   owner, the one part whose class overrides it; two parts overriding the same one is an error
   (`anneal+cyclical` both set beta). Every part, and the composite, calls the owner's version,
   so e.g. aggressive's `train_step` calls a `loss` that uses word dropout's `decoder_inputs`.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .context import SetupContext, TrainingContext
 
 SEPARATOR = "+"
-SINGLE_OWNER_HOOKS = ("beta", "posterior", "decoder_inputs", "kl_term", "loss", "train_step")
+SINGLE_OWNER_HOOKS = ("beta", "posterior", "decoder_inputs", "kl_term", "loss", "train_step", "selection_loss")
 
 
 def overridden(part: Method, hook: str) -> bool:

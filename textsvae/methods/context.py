@@ -24,7 +24,9 @@ class LoopState(Protocol):
     epoch: int          # epochs completed
     step: int           # optimiser steps taken
     lr: float           # the current learning rate (halved on validation plateaus)
-    done: bool          # the run ends after this epoch
+    done: bool          # the run ends after this epoch (restart_phase clears it)
+    stop_reason: str    # why it ends, once done
+    best_epoch: int     # the epoch best.pt holds
 
 
 class SetupContext(Protocol):
@@ -50,6 +52,13 @@ class TrainingContext(SetupContext, Protocol):
 
     def restart_model_selection(self) -> None:
         """Forget the best model so far and the plateau count (after a change of model or objective)."""
+
+    def reload_best(self) -> None:
+        """Load best.pt's weights into the model."""
+
+    def restart_phase(self) -> None:
+        """Go on as a new run from the current model: initial LR, no halvings, a fresh optimiser, no best
+        model, the epoch budget and decay start counted from now, and the run no longer done."""
 
 
 @dataclass
