@@ -7,22 +7,35 @@
 # there from ../shared/data/ptb. The grid runs `--jobs $PTB_REPRO_JOBS --threads 1` (default 2 jobs)
 # under nice 19 and logs to
 # $PTB_REPRO_HOME/bench.log; stop it with SIGINT to its process group (it saves a mid-epoch last.pt).
+# To move the grid to a new commit: stop it, write the commit into results/ptb-repro.commit, run this
+# again (the worktree is moved and the package reinstalled; half-done runs resume under the new code).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 commit="${1:-$(cat "$repo/results/ptb-repro.commit" 2>/dev/null || git -C "$repo" rev-parse HEAD)}"
 home="${PTB_REPRO_HOME:-/root/ptb-repro}"
 code="$repo/.repro/code"
+running="$(pgrep -f "textsvae bench ptb-repro" || true)"
+if [ -n "$running" ]; then
+  echo "ptb_repro_resume: the grid is already running (pid $(echo $running | tr '\n' ' ')); stop it first" >&2
+  exit 2
+fi
 mkdir -p "$home/results" "$home/data"
 if [ ! -d "$code" ]; then
   git -C "$repo" worktree prune
   git -C "$repo" worktree add --detach "$code" "$commit"
 fi
-[ "$(git -C "$code" rev-parse HEAD)" = "$(git -C "$repo" rev-parse "$commit")" ] || {
-  echo "ptb_repro_resume: $code is not at $commit" >&2; exit 2; }
+moved=""
+if [ "$(git -C "$code" rev-parse HEAD)" != "$(git -C "$repo" rev-parse "$commit")" ]; then
+  echo "ptb_repro_resume: moving $code from $(git -C "$code" rev-parse --short HEAD) to $commit"
+  git -C "$code" checkout -q --detach "$commit"
+  moved=1
+fi
 if [ ! -x "$home/venv/bin/textsvae" ]; then
   python3 -m venv "$home/venv"
   "$home/venv/bin/pip" install -q torch==2.13.0
   "$home/venv/bin/pip" install -q "$code"
+elif [ -n "$moved" ]; then
+  "$home/venv/bin/pip" install -q --no-deps --force-reinstall "$code"
 fi
 export TEXTSVAE_DATA="$home/data"
 [ -f "$home/data/ptb/test.txt" ] || "$home/venv/bin/textsvae" data fetch ptb --from "$repo/../shared/data/ptb"
