@@ -110,6 +110,17 @@ def test_rendered_tables_mark_the_best_cell():
         render(table, "html")
 
 
+def test_numbers_just_below_zero_print_as_zero_not_minus_zero():
+    from textsvae.metric_registry import fixed
+
+    assert [fixed(v, 2) for v in (-0.0004, -0.006, 0.0, 2.5)] == ["0.00", "-0.01", "0.00", "2.50"]
+    assert [fixed(v, 2, signed=True) for v in (-0.004, 0.004, -1.0)] == ["+0.00", "+0.00", "-1.00"]
+    assert [fixed(v, 0) for v in (-0.3, 12.0)] == ["0", "12"]
+    df = hand_rows({("vae", "standard"): [(10.0, -0.001)], ("vae", "skip"): [(11.0, 0.5)]})
+    runs = [spec("vae-standard-0"), spec("vae-skip-0", decoder="skip")]
+    assert "| vae | standard | 1 | **10.00** | 0.00 |" in render(table_of(df, runs), "md")
+
+
 def test_reported_rows_only_where_the_protocol_matches():
     df = hand_rows({("vae", "standard"): [(330.0, 0.5)]})
     df["dataset"] = "yahoo"

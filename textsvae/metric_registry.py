@@ -68,3 +68,12 @@ def best_rule(names: list[str]) -> str:
     higher = [metric(n).title for n in names if metric(n).higher_is_better is True]
     parts = ([f"{', '.join(lower)} lower"] if lower else []) + ([f"{', '.join(higher)} higher"] if higher else [])
     return "; ".join(parts)
+
+
+def fixed(value: float, digits: int, signed: bool = False) -> str:
+    """`value` with `digits` decimals, '+' on positives when `signed`, and no '-0.00': an estimate just
+    below zero (MI's Monte-Carlo noise) prints as the zero it rounds to."""
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    if text.lstrip("+-").strip("0.") == "":
+        return ("+" if signed else "") + text.lstrip("+-")
+    return text

@@ -16,6 +16,7 @@ from pathlib import Path
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .locks import pid_alive, read_lock, stale_after
+from .metric_registry import fixed
 from .results import outside_grid_note, read_status
 
 ORDER = ("finished", "running", "failed", "started", "stale", "missing")
@@ -95,7 +96,7 @@ def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
     last, best = scored[-1], min(scored, key=lambda r: r["valid_loss"])
     parts = [f"valid loss {last['valid_loss']:.2f}, best {best['valid_loss']:.2f} at epoch {best.get('epoch', '?')}"]
     if spec.decoder != "lm":                                                      # an LM has no z
-        latent = [f"{k} {last['valid_' + k]:.{0 if k == 'au' else 2}f}" for k in ("kl", "mi", "au")
+        latent = [f"{k} {fixed(last['valid_' + k], 0 if k == 'au' else 2)}" for k in ("kl", "mi", "au")
                   if isinstance(last.get("valid_" + k), (int, float))]
         parts += [", ".join(latent)] if latent else []
     train = spec.config.train

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .metric_registry import best_rule, metric
+from .metric_registry import best_rule, fixed, metric
 from .results import ResultsError
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...
 
 
 def _number(mean: float, std: float, n: int, digits: int, pm: str, signed: bool = False) -> str:
-    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    text = fixed(mean, digits, signed)
     if n > 1 and not math.isnan(std):
         return f"{text}{pm}{std:.{digits}f}"
     return text
