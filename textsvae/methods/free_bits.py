@@ -33,7 +33,8 @@ def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, target: float, mode: st
 
 @dataclass
 class FreeBitsParams:
-    target: float = param(8.0, "target KL in nats per sentence (Li et al. 2019: 8); dim mode floors each dim at target/nz")
+    target: float = param(8.0, "target KL in nats per sentence (Li et al. 2019: 8); the dim modes floor each "
+                               "dimension at target/nz")
     mode: str = param("dim", "'dim': batch-averaged KL per dimension floored at target/nz; 'sentence': each "
                              "sentence's KL at target; 'sentence-dim': each sentence's KL per dimension at target/nz")
 
@@ -44,8 +45,11 @@ class FreeBitsParams:
 
 @register("free-bits")
 class FreeBits(Method):
-    """Free bits: the KL penalty is max(KL, floor), per dimension (batch-averaged, Kingma et al. 2016), per
-    sentence, or per sentence and dimension (Li et al. 2019)."""
+    """Free bits: KL penalty max(KL, floor) per dimension, sentence, or both (Kingma et al. 2016; Li et al. 2019).
+
+    `mode`: 'dim' floors each dimension's batch-mean KL (Kingma et al.), 'sentence' each sentence's
+    total, 'sentence-dim' each sentence's KL in each dimension (Li et al.'s code).
+    """
 
     Params = FreeBitsParams
     needs_latent = True
