@@ -323,9 +323,37 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     epochs = runs[4].config.train.epochs
     max_decays = runs[4].config.train.max_decays
     assert (f"epoch 3 of {epochs} (valid loss 105.12, best 104.50 at epoch 1; kl 0.12, mi 0.00, au 0; "
-            f"lr {lr0 / 4:g}: 2 of {max_decays} halvings; 8 min per epoch)") in by_id[runs[4].run_id]
+            f"lr {lr0 / 4:g}: 2 of {max_decays} halvings, 2 of {runs[4].config.train.decay_patience} worse epochs; "
+            f"8 min per epoch)") in by_id[runs[4].run_id]
     assert f"epoch 1 of {epochs}; pid 7 on node-3" in by_id[runs[3].run_id]
     assert not (folders[5] / "rows.csv").exists()                  # nothing ran
+
+
+def test_worse_epochs_replays_the_lr_rule_from_the_log():
+    """Patience 2 from epoch 2 on: the count of worse epochs in a row that --status shows."""
+    from textsvae.config import TrainConfig
+    from textsvae.status import worse_epochs
+
+    train = TrainConfig(decay_start_epoch=2, decay_patience=2)
+
+    def rows(losses, lrs, **extra):
+        return [{"epoch": e, "valid_loss": v, "lr": lr, **extra} for e, (v, lr) in enumerate(zip(losses, lrs), 1)]
+
+    # 10 is the reference; 11 and 10.5 are worse than it: 2 = patience after epoch 2, so the trainer halved
+    assert worse_epochs(rows([10, 11, 10.5], [1, 1, 1]), train) == 0
+    assert worse_epochs(rows([10, 11], [1, 1]), train) == 1
+    assert worse_epochs(rows([10, 9, 9.5], [1, 1, 1]), train) == 1       # 9 became the reference
+    # before the decay start the count reaches the patience without a halving (epoch 2 is not > 2)
+    assert worse_epochs(rows([10, 11], [1, 1]), TrainConfig(decay_start_epoch=2, decay_patience=1)) == 1
+    # a halving after epoch 3 (the next epoch's LR is lower) makes epoch 3's loss the reference
+    assert worse_epochs(rows([10, 11, 12, 11.5, 12.5], [1, 1, 1, 0.5, 0.5]), train) == 1
+    # pretrain-fb: reconstruction decides while pretraining; the second run (LR back up) starts afresh
+    ae = [{"epoch": e, "valid_loss": 50.0 + e, "valid_rec": 40.0 - e, "lr": 1, "method_pretraining": True}
+          for e in (1, 2)]
+    assert worse_epochs(ae, train) == 0
+    restarted = [{**ae[0]}, {**ae[1], "lr": 0.5}, {"epoch": 3, "valid_loss": 90.0, "lr": 1},
+                 {"epoch": 4, "valid_loss": 91.0, "lr": 1}]
+    assert worse_epochs(restarted, train) == 1
 
 
 def test_runs_an_older_grid_made_are_named_not_silently_dropped(tmp_path, write_bench):

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import TrainConfig
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .locks import pid_alive, read_lock, stale_after
@@ -88,8 +89,8 @@ def duration(seconds: float) -> str:
 
 
 def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
-    """' (valid loss 103.77, best 103.50 at epoch 24; kl 0.02, mi 0.00, au 0; lr 0.5: 1 of 5 halvings;
-    8 min per epoch)' from the per-epoch log; '' when it holds no validation loss yet."""
+    """' (valid loss 103.77, best 103.50 at epoch 24; kl 0.02, mi 0.00, au 0; lr 0.5: 1 of 5 halvings,
+    2 of 5 worse epochs; 8 min per epoch)' from the per-epoch log; '' when it holds no validation loss yet."""
     scored = [r for r in log_rows if isinstance(r.get("valid_loss"), (int, float))]
     if not scored:
         return ""
@@ -102,11 +103,30 @@ def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
     train = spec.config.train
     if isinstance(last.get("lr"), (int, float)) and last["lr"] > 0:
         halvings = round(math.log2(train.lr / last["lr"]))
-        parts.append(f"lr {last['lr']:g}: {halvings} of {train.max_decays} halvings")
+        parts.append(f"lr {last['lr']:g}: {halvings} of {train.max_decays} halvings, "
+                     f"{worse_epochs(scored, train)} of {train.decay_patience} worse epochs")
     seconds = sorted(r["seconds"] for r in log_rows[-5:] if isinstance(r.get("seconds"), (int, float)))
     if seconds:                  # the median of the last five: an epoch cut by a resume counts less
         parts.append(f"{duration(seconds[len(seconds) // 2])} per epoch")
     return f" ({'; '.join(parts)})"
+
+
+def worse_epochs(rows: list[dict], train: "TrainConfig") -> int:
+    """Worse epochs in a row now, replaying the trainer's LR rule over the log: an epoch is worse when its
+    selection loss (reconstruction in pretrain-fb's autoencoder phase) exceeds the last non-worse one's;
+    a halving (the next epoch's LR lower) or a new phase (higher) starts the count again."""
+    reference, worse, phase_start = math.inf, 0, 0
+    for i, row in enumerate(rows):
+        loss = row.get("valid_rec") if row.get("method_pretraining") else row["valid_loss"]
+        reference, worse = (loss, 0) if loss <= reference else (reference, worse + 1)
+        following = rows[i + 1].get("lr") if i + 1 < len(rows) else None
+        if isinstance(following, (int, float)) and following < row["lr"]:
+            reference, worse = loss, 0
+        elif isinstance(following, (int, float)) and following > row["lr"]:
+            reference, worse, phase_start = math.inf, 0, row.get("epoch", i + 1)
+    if worse >= train.decay_patience and rows[-1].get("epoch", len(rows)) - phase_start > train.decay_start_epoch:
+        return 0                                 # the trainer has just halved the LR (or stopped) and starts again
+    return worse
 
 
 def grid_states(bench: Benchmark, results_dir: Path) -> list[RunState]:
