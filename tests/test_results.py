@@ -178,7 +178,22 @@ def test_plot_writes_a_png(tmp_path):
         plot_runs(dirs, tmp_path / "x.png", panels=("valid_kl", "lr_typo"))
 
 
-def test_protocol_panels_read_the_per_epoch_log(tmp_path, monkeypatch):
+@pytest.fixture
+def drawn(monkeypatch) -> dict:
+    """{"axes": the panels} of the next figure that matplotlib.pyplot.subplots makes."""
+    seen = {}
+    real_subplots = __import__("matplotlib.pyplot").pyplot.subplots
+
+    def spy(*args, **kwargs):
+        fig, axes = real_subplots(*args, **kwargs)
+        seen["axes"] = axes[0]
+        return fig, axes
+
+    monkeypatch.setattr("matplotlib.pyplot.subplots", spy)
+    return seen
+
+
+def test_protocol_panels_read_the_per_epoch_log(tmp_path, drawn):
     """lr and valid_loss are per-epoch values: per_epoch reads log.jsonl even beside a monitor.jsonl."""
     from textsvae import plot
 
@@ -188,22 +203,13 @@ def test_protocol_panels_read_the_per_epoch_log(tmp_path, monkeypatch):
                                                      "valid_kl": 0.1, "valid_mi": 0.0, "valid_au": 0}) + "\n"
                                          for e in range(1, 7)))
     (d / "monitor.jsonl").write_text(json.dumps({"step": 5, "epoch": 0.5, "valid_kl": 3.0}) + "\n")
-    drawn = {}
-    real_subplots = __import__("matplotlib.pyplot").pyplot.subplots
-
-    def spy(*args, **kwargs):
-        fig, axes = real_subplots(*args, **kwargs)
-        drawn["axes"] = axes[0]
-        return fig, axes
-
-    monkeypatch.setattr("matplotlib.pyplot.subplots", spy)
     plot.plot_runs([d], tmp_path / "p.png", panels=plot.PROTOCOL_PANELS, per_epoch=True)
     lr_panel = drawn["axes"][list(plot.PROTOCOL_PANELS).index("lr")]
     assert list(lr_panel.lines[0].get_ydata()) == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25]
     assert [ax.get_title() for ax in drawn["axes"]][0] == "loss, -ELBO (valid)"
 
 
-def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, monkeypatch):
+def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, drawn):
     """The LM logs KL 0 and beta 1 (no z): its line is in the loss and LR panels only, named LSTM-LM."""
     from textsvae import plot
 
@@ -217,15 +223,6 @@ def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, monkeypatch):
                                                          "valid_kl": 0.0, "valid_mi": 0.0, "valid_au": 0}) + "\n"
                                              for e in (1, 2)))
         dirs.append(d)
-    drawn = {}
-    real_subplots = __import__("matplotlib.pyplot").pyplot.subplots
-
-    def spy(*args, **kwargs):
-        fig, axes = real_subplots(*args, **kwargs)
-        drawn["axes"] = axes[0]
-        return fig, axes
-
-    monkeypatch.setattr("matplotlib.pyplot.subplots", spy)
     plot.plot_runs(dirs, tmp_path / "p.png", panels=plot.PROTOCOL_PANELS, per_epoch=True)
     points = {(ax.get_title(), line.get_label()): len(line.get_xdata()) for ax in drawn["axes"] for line in ax.lines}
     assert points[("loss, -ELBO (valid)", "LSTM-LM s2")] == points[("learning rate", "LSTM-LM s2")] == 2
