@@ -4,8 +4,10 @@
 # The code runs from a git worktree of COMMIT in .repro/code (git-ignored), installed into its own
 # venv, so edits on main never change the code under the grid. Checkpoints and run folders live in
 # $PTB_REPRO_HOME (default /root/ptb-repro) so they outlive a re-laid checkout; PTB is installed
-# there from ../shared/data/ptb. The grid runs `--jobs $PTB_REPRO_JOBS --threads 1` (default 2 jobs)
-# under nice 19 and logs to
+# there from ../shared/data/ptb. The grid runs `--jobs $PTB_REPRO_JOBS` (default 1: one run at a time
+# with both cores, as fast per run-epoch here as three single-thread runs side by side, and a machine
+# lost between sessions loses one run's progress, not three), `--threads $PTB_REPRO_THREADS` if set
+# (default cores // jobs), under nice 19, and logs to
 # $PTB_REPRO_HOME/bench.log; stop it with SIGINT to its process group (it saves a mid-epoch last.pt).
 # To move the grid to a new commit: stop it, write the commit into results/ptb-repro.commit, run this
 # again (the worktree is moved and the package reinstalled; half-done runs resume under the new code).
@@ -42,5 +44,5 @@ export TEXTSVAE_DATA="$home/data"
 cd "$code"
 echo "$(date -u +%FT%TZ) resume at $(git rev-parse --short HEAD)" >> "$home/bench.log"
 TEXTSVAE_PROGRESS=lines setsid nohup nice -n 19 "$home/venv/bin/textsvae" bench ptb-repro \
-  --results "$home/results" --jobs "${PTB_REPRO_JOBS:-2}" --threads 1 >> "$home/bench.log" 2>&1 < /dev/null &
+  --results "$home/results" --jobs "${PTB_REPRO_JOBS:-1}" ${PTB_REPRO_THREADS:+--threads "$PTB_REPRO_THREADS"} >> "$home/bench.log" 2>&1 < /dev/null &
 echo "started pid $! (process group $!); log $home/bench.log"

@@ -44,6 +44,7 @@ class RunOutcome:
     run_id: str
     status: str          # finished | failed | busy (locked by another process) | done (already finished)
     #                      | interrupted (SIGTERM/SIGUSR1/SIGUSR2: stopped with last.pt saved, resumed next time)
+    #                      | skipped (this machine cannot run its device or precision; another machine may)
     message: str = ""
     seconds: float = 0.0
 
@@ -57,6 +58,7 @@ def run_status(folder: Path) -> str:
 
 def execute_run(task: RunTask) -> RunOutcome:
     """Train (or resume), evaluate, probe and write the run's rows; errors mark the run failed."""
+    from .device import DeviceError
     from .results import write_failure, write_rows
     from .train import Preempted
 
@@ -73,6 +75,10 @@ def execute_run(task: RunTask) -> RunOutcome:
         status = run_status(folder)
         if status == "finished" or (status == "failed" and not task.retry_failed):
             return RunOutcome(spec.run_id, "done" if status == "finished" else "failed", "already " + status)
+        try:
+            check_machine(spec)
+        except DeviceError as exc:
+            return RunOutcome(spec.run_id, "skipped", str(exc))
         try:
             with lines_only():   # never a second bar: plain lines, in the worker's log (a Slurm job's log file)
                 summary = _train(folder, spec, task, fresh=(status == "failed"))
@@ -91,6 +97,15 @@ def execute_run(task: RunTask) -> RunOutcome:
         return RunOutcome(spec.run_id, "finished", "", time.perf_counter() - start)
     finally:
         release_lock(lock)
+
+
+def check_machine(spec: RunSpec) -> None:
+    """A DeviceError where this machine cannot run the run's device or precisions (a bf16 run on a CPU
+    without bf16 LSTM kernels): the run is skipped here, neither started nor failed."""
+    from .device import check_training_precisions, resolve_device
+
+    t = spec.config.train
+    check_training_precisions(resolve_device(t.device), t.precision, spec.config.eval.eval_precision)
 
 
 def _execution(spec: RunSpec, task: RunTask) -> dict[str, Any]:
@@ -155,6 +170,7 @@ class BenchReport:
     finished: list[str] = field(default_factory=list)
     failed: list[tuple[RunSpec, str]] = field(default_factory=list)
     busy: list[tuple[RunSpec, str]] = field(default_factory=list)
+    skipped: list[tuple[RunSpec, str]] = field(default_factory=list)
     seconds: float = 0.0
     jobs: int = 1
 
@@ -253,6 +269,8 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
                 report.already_done += 1
             elif outcome.status in ("busy", "interrupted"):   # not finished: the next bench runs it
                 report.busy.append((spec, outcome.message))
+            elif outcome.status == "skipped":   # not for this machine: a bench on another one runs it
+                report.skipped.append((spec, outcome.message))
             else:
                 report.failed.append((spec, outcome.message))
             log.info("[%d/%d] %-8s %s%s (%.0fs elapsed)", done, len(todo), outcome.status, _describe(spec),

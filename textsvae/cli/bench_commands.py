@@ -71,23 +71,30 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
                    f"again", err=True)
         sys.exit(130)
-    if not report.finished and not report.busy and report.already_done == report.total:
+    if not report.finished and not report.busy and not report.skipped and report.already_done == report.total:
         click.echo(f"{spec.name}: nothing to do, all {report.total} runs are finished in {results}")
     else:
         click.echo(f"{spec.name}: {len(report.finished)} run(s) finished in {report.seconds:.0f}s with "
                    f"{report.jobs} job(s); {report.already_done} were done before; {len(report.failed)} failed; "
-                   f"{len(report.busy)} not finished (held by another process or interrupted)")
+                   f"{len(report.busy)} not finished (held by another process or interrupted)"
+                   + (f"; {len(report.skipped)} skipped (not for this machine)" if report.skipped else ""))
     click.echo("")
     click.echo(render(build_table(load_results(results), spec.runs, spec.metrics, spec.reported), "md"))
     for run, message in report.busy:
         click.echo(f"busy: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}", err=True)
+    for run, message in report.skipped:
+        click.echo(f"skipped: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}",
+                   err=True)
     for run, message in report.failed:
         click.echo(f"FAILED: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}",
                    err=True)
     if report.busy:
         click.echo(f"{len(report.busy)} run(s) not finished: held by another process or interrupted; run "
                    f"`textsvae bench {name}` again to finish them", err=True)
-    if report.failed or report.busy:
+    if report.skipped:
+        click.echo(f"{len(report.skipped)} run(s) skipped: this machine cannot run them; a bench on one that can "
+                   f"runs them", err=True)
+    if report.failed or report.busy or report.skipped:
         sys.exit(1)
 
 
