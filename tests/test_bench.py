@@ -226,6 +226,25 @@ def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch, write
     assert (load_results(results).status == "finished").all()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_run_this_machine_cannot_run_is_skipped_not_failed(tmp_path, write_bench):
+    """A grid entry for a device (or precision) this machine lacks waits for a machine that has it."""
+    text = TINY.replace("probe = true", "probe = false") + '[[methods]]\nmethod = "anneal"\ndecoders = ["standard"]\n' \
+        'settings = { device = "cuda" }\n'
+    bdir = write_bench(tmp_path / "b", "tiny", text)
+    results = tmp_path / "results"
+    b = load_benchmark("tiny", bdir)
+    report = run_benchmark(b, results, jobs=1, threads=1)
+    assert len(report.finished) == 2 and not report.failed
+    [(spec, message)] = report.skipped
+    assert spec.method == "anneal" and message == "device 'cuda' requested but CUDA is not available"
+    assert B.run_status(results / spec.run_id) == "missing"          # not marked failed: another machine runs it
+    out = CliRunner().invoke(cli, ["bench", "tiny", "--benchmarks-dir", str(bdir), "--results", str(results)])
+    assert out.exit_code == 1 and "Traceback" not in out.output
+    assert f"skipped: {spec.run_id} synthetic standard anneal seed 0: device 'cuda' requested" in out.output
+    assert "1 run(s) skipped: this machine cannot run them" in out.output
+
+
 def test_cli_errors_are_one_line(tmp_path):
     runner = CliRunner()
     out = runner.invoke(cli, ["bench", "nope", "--benchmarks-dir", str(tmp_path)])
