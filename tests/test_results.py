@@ -230,6 +230,20 @@ def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, drawn):
     assert points[("active units (valid)", "LSTM-LM s2")] == 0 and points[("KL (valid)", "skip vae s2")] == 2
 
 
+def test_run_labels_name_a_precision_other_than_fp32(tmp_path):
+    """Two runs of one method in fp32 and bf16 get two labels in a plot's legend."""
+    from textsvae.plot import run_label
+
+    labels = []
+    for precision in ("fp32", "bf16", None):
+        d = tmp_path / str(precision)
+        d.mkdir()
+        train = {"method": "anneal", "seed": 0, **({"precision": precision} if precision else {})}
+        (d / "config.json").write_text(json.dumps({"model": {"decoder": "skip"}, "train": train}))
+        labels.append(run_label(d))
+    assert labels == ["skip anneal s0", "skip anneal s0 bf16", "skip anneal s0"]
+
+
 def test_results_and_table_commands(tmp_path):
     (tmp_path / "r1").mkdir()
     write_rows(tmp_path / "r1", spec("r1"), {"epochs": 1, "steps": 2, "train_seconds": 60.0, "device": "cpu"},

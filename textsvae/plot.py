@@ -32,13 +32,16 @@ def _config(run_dir: Path) -> dict:
 
 
 def run_label(run_dir: Path) -> str:
-    """'decoder method sN' ('LSTM-LM sN' for the LM) from the run's config.json, else the folder name."""
+    """'decoder method sN' ('LSTM-LM sN' for the LM), then the training precision if not fp32, from the
+    run's config.json; else the folder name."""
     try:
         config = _config(run_dir)
         seed = config["train"]["seed"]
+        precision = config["train"].get("precision", "fp32")
+        suffix = "" if precision == "fp32" else f" {precision}"
         if config["model"]["decoder"] == "lm":
-            return f"LSTM-LM s{seed}"
-        return f"{config['model']['decoder']} {config['train']['method']} s{seed}"
+            return f"LSTM-LM s{seed}{suffix}"
+        return f"{config['model']['decoder']} {config['train']['method']} s{seed}{suffix}"
     except KeyError:
         return run_dir.name
 
