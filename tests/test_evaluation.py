@@ -280,6 +280,26 @@ def test_eval_cli_reports_mi_with_its_se_and_he_et_al_minibatch_mi(ptb_run):
     assert len(batches) > len(lengths) / 32                       # more batches than runs of 32 in file order
 
 
+def test_eval_precision_override_is_saved_beside_the_runs_own_evaluation(ptb_run):
+    """--precision bf16 on an fp32 run: the same model in bf16 autocast, in its own file, close to fp32;
+    a CPU without bf16 LSTM kernels refuses it in one line."""
+    from textsvae.device import cpu_lstm_runs_in
+
+    runner = CliRunner()
+    own = json.loads(runner.invoke(cli, ["eval", str(ptb_run), "-k", "5", "--precision", "fp32", "--json"]).output)
+    assert own["eval_precision"] == "fp32" and (ptb_run / "eval_test_k5.json").is_file()   # the run's own precision
+    result = runner.invoke(cli, ["eval", str(ptb_run), "-k", "5", "--precision", "bf16", "--json"])
+    if not cpu_lstm_runs_in("bf16"):
+        assert result.exit_code == 2 and "precision=bf16 cannot run on this CPU" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        return
+    bf16 = json.loads(result.output)
+    assert bf16["eval_precision"] == "bf16"
+    assert json.loads((ptb_run / "eval_test_k5_bf16.json").read_text())["iw_nll"] == bf16["iw_nll"]
+    assert json.loads((ptb_run / "eval_test_k5.json").read_text())["iw_nll"] == own["iw_nll"]   # left alone
+    assert bf16["iw_nll"] != own["iw_nll"] and abs(bf16["iw_nll"] - own["iw_nll"]) < 0.05   # nats of ~146
+
+
 def test_cli_errors_are_one_line(ptb_run, tmp_path):
     runner = CliRunner()
     missing = runner.invoke(cli, ["eval", str(tmp_path / "nope")])

@@ -66,16 +66,20 @@ def split_sentences(config: RunConfig, vocab, split: str) -> list[list[int]]:
     return load_corpus(config.data, vocab=vocab, needed=(split,)).splits[split]
 
 
-def eval_path(run_dir: str | Path, split: str, iw_samples: int | None) -> Path:
-    return Path(run_dir) / f"eval_{split}_k{iw_samples if iw_samples is not None else 0}.json"
+def eval_path(run_dir: str | Path, split: str, iw_samples: int | None, precision: str | None = None) -> Path:
+    """RUN_DIR/eval_<split>_k<K>.json; eval_<split>_k<K>_<precision>.json for a precision other than the run's."""
+    tag = f"_{precision}" if precision else ""
+    return Path(run_dir) / f"eval_{split}_k{iw_samples if iw_samples is not None else 0}{tag}.json"
 
 
 def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab, device: torch.device,
                     run_dir: str | Path | None, split: str = "test", iw_samples: int | None = None,
                     sentences: list[str] | None = None, mi_batch: bool | int = False,
-                    save: bool = True, corpus: "Corpus | None" = None, recon: bool = False) -> dict[str, Any]:
-    """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json) or on given raw sentences;
-    a split is read from `corpus` when given (loaded once for several splits), else from the run's data."""
+                    save: bool = True, corpus: "Corpus | None" = None, recon: bool = False,
+                    file_precision: str | None = None) -> dict[str, Any]:
+    """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json, with `_<file_precision>`
+    before .json when given) or on given raw sentences; a split is read from `corpus` when given (loaded
+    once for several splits), else from the run's data."""
     from .io import atomic_write_json
 
     if iw_samples is not None:
@@ -91,25 +95,37 @@ def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab
     if run_dir is not None:
         out["run_dir"] = str(run_dir)
     if save and sentences is None and run_dir is not None:
-        atomic_write_json(eval_path(run_dir, split, out["iw_samples"]), out)
+        atomic_write_json(eval_path(run_dir, split, out["iw_samples"], file_precision), out)
     return out
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | None = None,
                  device: str | torch.device | None = None, sentences: list[str] | None = None,
-                 mi_batch: bool | int = False, workers: int | None = None, recon: bool = False) -> dict[str, Any]:
+                 mi_batch: bool | int = False, workers: int | None = None, recon: bool = False,
+                 precision: str | None = None) -> dict[str, Any]:
     """Load RUN_DIR/best.pt and evaluate it; a split's result is written to RUN_DIR/eval_<split>_k<K>.json.
 
     workers overrides the run's eval.workers (processes scoring IW-NLL on the CPU); recon adds the
-    reconstruction metrics (recon_bleu, recon_acc)."""
+    reconstruction metrics (recon_bleu, recon_acc); precision overrides the run's eval.eval_precision
+    (the autocast of the evaluation), and a result in a precision other than the run's own is written to
+    eval_<split>_k<K>_<precision>.json, beside the run's own evaluation."""
+    from .device import check_cpu_precision, resolve_device
+    from .rundir import read_run_config
+
     if sentences is None and split not in EVAL_SPLITS:
         raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, got '{split}'")
-    overrides = {k: v for k, v in (("iw_samples", iw_samples), ("workers", workers)) if v is not None}
+    overrides = {k: v for k, v in (("iw_samples", iw_samples), ("workers", workers), ("eval_precision", precision))
+                 if v is not None}
     replace_eval(EvalConfig(), **overrides)   # a bad value fails before the model loads
-    model, method, config, vocab, dev = load_model(run_dir, device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
+    if precision is not None and dev.type == "cpu":
+        check_cpu_precision("precision", precision)
+    own = read_run_config(run_dir).eval.eval_precision if Path(run_dir, "config.json").is_file() else None
+    model, method, config, vocab, dev = load_model(run_dir, dev)
     config = replace(config, eval=replace_eval(config.eval, **overrides))
+    file_precision = precision if precision is not None and precision != own else None
     return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch,
-                           recon=recon)
+                           recon=recon, file_precision=file_precision)
 
 
 def format_metrics(result: dict[str, Any]) -> str:
@@ -119,7 +135,9 @@ def format_metrics(result: dict[str, Any]) -> str:
         return "-" if v is None else format(v, fmt)
 
     head = (f"{result.get('split')}: {result['n_sentences']} sentences, {result['n_tokens']} tokens, "
-            f"K={result.get('iw_samples')}, eval_seed={result['eval_seed']}, {result['seconds']:.1f}s")
+            f"K={result.get('iw_samples')}, eval_seed={result['eval_seed']}, "
+            + (f"{result['eval_precision']}, " if result.get("eval_precision", "fp32") != "fp32" else "")
+            + f"{result['seconds']:.1f}s")
     lines = [head,
              f"iw_nll {f('iw_nll')} (se {f('iw_nll_se')})  ppl {f('ppl', '.2f')}",
              f"rec {f('rec')}  kl {f('kl')}  elbo {f('elbo')}  ppl_bound {f('ppl_bound', '.2f')}",

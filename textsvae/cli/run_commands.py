@@ -146,10 +146,13 @@ def fetch(name, source, data_dir, force):
 @click.option("--recon", is_flag=True,
               help="Also report greedy reconstructions of the posterior mean against the inputs: corpus BLEU "
                    "(recon_bleu, 0-100) and token accuracy (recon_acc, 0-1).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Autocast precision of the evaluation (default: the run's eval.eval_precision); a result in "
+                   "another precision than the run's is saved as eval_<split>_k<K>_<precision>.json.")
 @click.option("--plugin", multiple=True, type=click.Path(),
               help="A Python file that registers more methods (the one the run was trained with).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, recon, plugin, as_json):
+def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, precision, recon, plugin, as_json):
     """Evaluate a run's best model on a split; saves RUN_DIR/eval_<split>_k<K>.json."""
     from ..run_eval import evaluate_run, format_metrics
     from ..methods import load_plugin
@@ -166,7 +169,7 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, rec
     if mi_batch is not None and mi_batch < 2:
         raise UserError(f"--mi-batch must be >= 2, got {mi_batch}")
     result = evaluate_run(run_dir, split=split, iw_samples=iw_samples, device=device, mi_batch=mi_batch or False,
-                          workers=workers, recon=recon)
+                          workers=workers, recon=recon, precision=precision)
     _track_evaluation(Path(run_dir), split, result)
     click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_metrics(result))
 
