@@ -109,7 +109,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | Non
     reconstruction metrics (recon_bleu, recon_acc); precision overrides the run's eval.eval_precision
     (the autocast of the evaluation), and a result in a precision other than the run's own is written to
     eval_<split>_k<K>_<precision>.json, beside the run's own evaluation."""
-    from .device import check_cpu_precision, resolve_device
+    from .device import check_cpu_precision
     from .rundir import read_run_config
 
     if sentences is None and split not in EVAL_SPLITS:
@@ -117,11 +117,10 @@ def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | Non
     overrides = {k: v for k, v in (("iw_samples", iw_samples), ("workers", workers), ("eval_precision", precision))
                  if v is not None}
     replace_eval(EvalConfig(), **overrides)   # a bad value fails before the model loads
-    dev = device if isinstance(device, torch.device) else resolve_device(device or "auto")
+    model, method, config, vocab, dev = load_model(run_dir, device)
     if precision is not None and dev.type == "cpu":
         check_cpu_precision("precision", precision)
-    own = read_run_config(run_dir).eval.eval_precision if Path(run_dir, "config.json").is_file() else None
-    model, method, config, vocab, dev = load_model(run_dir, dev)
+    own = read_run_config(run_dir).eval.eval_precision   # before load_model's fallback to fp32 on such a CPU
     config = replace(config, eval=replace_eval(config.eval, **overrides))
     file_precision = precision if precision is not None and precision != own else None
     return evaluate_loaded(model, method, config, vocab, dev, run_dir, split, iw_samples, sentences, mi_batch,
