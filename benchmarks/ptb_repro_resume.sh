@@ -40,6 +40,7 @@ elif [ -n "$moved" ]; then
   "$home/venv/bin/pip" install -q --no-deps --force-reinstall "$code"
 fi
 export TEXTSVAE_DATA="$home/data"
+export TEXTSVAE_GIT_COMMIT="$(git -C "$code" rev-parse --short=12 HEAD)"  # the venv holds a wheel: no checkout to ask
 [ -f "$home/data/ptb/test.txt" ] || "$home/venv/bin/textsvae" data fetch ptb --from "$repo/../shared/data/ptb"
 cd "$code"
 echo "$(date -u +%FT%TZ) resume at $(git rev-parse --short HEAD)" >> "$home/bench.log"

@@ -326,7 +326,7 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
         {"epoch": 2, "lr": lr0 / 4, "valid_loss": 105.125, "valid_kl": 0.125, "valid_mi": 0.0, "valid_au": 0,
          "seconds": 40.0},
         {"epoch": 3, "lr": lr0 / 4, "valid_loss": 105.125, "valid_kl": 0.125, "valid_mi": 0.0, "valid_au": 0,
-         "seconds": 480.0})))
+         "seconds": 92.0})))                                       # median 92 s: "1.5 min", not "2 min"
     (folders[3] / "log.jsonl").write_text('{"epoch": 1}\n')        # no validation logged: epochs only
     out = CliRunner().invoke(cli, ["bench", "six", "--benchmarks-dir", str(bdir), "--results", str(results),
                                    "--status"])
@@ -343,7 +343,7 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
     max_decays = runs[4].config.train.max_decays
     assert (f"epoch 3 of {epochs} (valid loss 105.12, best 104.50 at epoch 1; kl 0.12, mi 0.00, au 0; "
             f"lr {lr0 / 4:g}: 2 of {max_decays} halvings, 2 of {runs[4].config.train.decay_patience} worse epochs; "
-            f"8 min per epoch)") in by_id[runs[4].run_id]
+            f"1.5 min per epoch)") in by_id[runs[4].run_id]
     assert f"epoch 1 of {epochs}; pid 7 on node-3" in by_id[runs[3].run_id]
     assert not (folders[5] / "rows.csv").exists()                  # nothing ran
 
@@ -410,3 +410,28 @@ def test_bad_engine_settings_are_refused_even_when_every_run_is_finished(tmp_pat
     out = CliRunner().invoke(cli, [*args, "-E", "nope=1"])
     assert out.exit_code == 2, out.output
     assert "unknown setting(s) nope for executor 'local'; valid settings: gpus" in out.output
+
+
+def test_the_commit_comes_from_the_environment_the_checkout_or_nowhere(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    source = Path(B.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=source, capture_output=True,
+                          text=True).stdout.strip()
+    monkeypatch.delenv("TEXTSVAE_GIT_COMMIT", raising=False)
+    if head:  # a source checkout (CI's clone, an editable install)
+        assert B.checkout_commit() in (head, head + "-dirty")
+    monkeypatch.setenv("TEXTSVAE_GIT_COMMIT", " 0123456789ab ")
+    assert B.checkout_commit() == B.provenance()["git_commit"] == "0123456789ab"
+    # an installed copy inside some other git repository must not report that repository's commit
+    site = tmp_path / "project" / "venv" / "site-packages"
+    shutil.copytree(source / "textsvae", site / "textsvae", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "project" / "README").write_text("another project\n")
+    for git in (["init", "-q"], ["add", "README"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
+        subprocess.run(["git", *git], cwd=tmp_path / "project", check=True)
+    env = {k: v for k, v in os.environ.items() if k != "TEXTSVAE_GIT_COMMIT"} | {"PYTHONPATH": str(site)}
+    out = subprocess.run([sys.executable, "-c", "import textsvae.bench as b; print(repr(b.checkout_commit()))"],
+                         env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "''"

@@ -132,6 +132,18 @@ def test_reported_rows_only_where_the_protocol_matches():
     assert "reported" not in render(table_of(df, runs), "md").split("\n\n")[0]
 
 
+def test_active_units_print_as_whole_numbers_unless_averaged_over_seeds():
+    df = hand_rows({("vae", "standard"): [(101.0, 3.0)], ("vae", "skip"): [(102.0, 3.0), (103.0, 4.0)]},
+                   metric_names=("iw_nll", "au"))
+    df["dataset"] = "ptb"
+    runs = [spec("vae-standard-0", dataset="ptb")] + [spec(f"vae-skip-{s}", decoder="skip", seed=s, dataset="ptb")
+                                                      for s in range(2)]
+    md = render(table_of(df, runs, metrics=("iw_nll", "au"), reported=["li2019-ptb"]), "md")
+    assert "| vae | standard | 1 | **101.00** | 3 |" in md
+    assert "| vae | skip | 2 | 102.50 ± 0.71 | **3.5 ± 0.7** |" in md
+    assert "| AE pretrain + free bits (lambda 5) (reported: Li et al. 2019) | standard | - | - | 32 |" in md
+
+
 def test_probe_recovers_a_planted_label():
     """Means = 3 * one_hot(y) + N(0, 0.3^2): the probe is ~always right and I(z; y) >= H(y) - CE is
     close to H(y) ~= log 4; with pure-noise features the bound is ~0 and accuracy is chance."""

@@ -175,24 +175,34 @@ class BenchReport:
     jobs: int = 1
 
 
-def provenance() -> dict[str, Any]:
-    """What a number depends on besides its config: code version, machine, date."""
-    import platform
+def checkout_commit() -> str:
+    """The code's commit: `TEXTSVAE_GIT_COMMIT` where set (a wheel install has no checkout to ask),
+    else that of the source checkout the package runs from ("-dirty" when tracked files changed), else ""."""
+    import os
     import subprocess
 
-    from .version import __version__
-
+    given = os.environ.get("TEXTSVAE_GIT_COMMIT", "").strip()
+    if given:
+        return given
     repo = Path(__file__).resolve().parents[1]
-    commit = ""
+    if not (repo / "pyproject.toml").is_file():
+        return ""  # installed into site-packages: any git repo above it is not this code's
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
                                 text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                                capture_output=True, text=True, timeout=10).stdout.strip()
-        if commit and dirty:
-            commit += "-dirty"
     except (OSError, subprocess.SubprocessError):
-        pass
+        return ""
+    return commit + "-dirty" if commit and dirty else commit
+
+
+def provenance() -> dict[str, Any]:
+    """What a number depends on besides its config: code version, machine, date."""
+    import platform
+
+    from .version import __version__
+
     from .executors import available_cores
 
     machine = f"{platform.machine()} {available_cores()} cores"
@@ -203,7 +213,7 @@ def provenance() -> dict[str, Any]:
             machine += f", {torch.cuda.get_device_name(0)}"
     except Exception:  # noqa: BLE001 - provenance must never fail a benchmark
         pass
-    return {"git_commit": commit, "version": __version__, "machine": machine}
+    return {"git_commit": checkout_commit(), "version": __version__, "machine": machine}
 
 
 def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, jobs: str | int | None = "auto",

@@ -19,6 +19,11 @@ class Metric:
     digits: int                         # printed decimals
     depends_on: tuple[str, ...] = ()    # the settings written beside its value in each row
     needs_latent: bool = False          # True: an LM run (no z) reports None
+    count: bool = False                 # a whole number (AU): one value prints without decimals
+
+    def digits_for(self, value: float, n: int) -> int:
+        """Decimals to print `value`, a mean over `n` seeds: none for one whole count."""
+        return 0 if self.count and n <= 1 and float(value).is_integer() else self.digits
 
 
 SPLIT = ("n_sentences",)
@@ -39,7 +44,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("mi_se", "MI s.e.", None, 3, WHOLE_SPLIT, needs_latent=True),
     Metric("mi_minibatch", "MI (He et al. batches)", True, 2, SPLIT, needs_latent=True),
     Metric("agg_kl", "agg. KL", False, 2, WHOLE_SPLIT, needs_latent=True),
-    Metric("au", "AU", True, 1, ("au_threshold", "n_sentences"), needs_latent=True),
+    Metric("au", "AU", True, 1, ("au_threshold", "n_sentences"), needs_latent=True, count=True),
     Metric("probe_acc", "topic acc.", True, 3, needs_latent=True),
     Metric("probe_mi", "I(z;topic)", True, 2, needs_latent=True),
     Metric("probe_acc_mu", "topic acc. (mu)", True, 3, needs_latent=True),

@@ -82,9 +82,11 @@ def finished_summary(folder: Path) -> str:
 
 
 def duration(seconds: float) -> str:
-    """'42 s', '58 min' or '9.1 h'."""
+    """'42 s', '1.5 min', '58 min' or '9.1 h': two significant figures at least."""
     if seconds < 90:
         return f"{seconds:.0f} s"
+    if seconds < 10 * 60:
+        return f"{seconds / 60:.1f} min"
     return f"{seconds / 60:.0f} min" if seconds < 90 * 60 else f"{seconds / 3600:.1f} h"
 
 

@@ -99,7 +99,7 @@ def _cell(table: Table, row: dict[str, Any], dataset: str, name: str, pm: str, b
     if (dataset, name) not in row["cells"]:
         return "-"
     mean, std, n, best = row["cells"][(dataset, name)]
-    text = _number(mean, std, n, metric(name).digits, pm, table.signed)
+    text = _number(mean, std, n, metric(name).digits_for(mean, n), pm, table.signed)
     return bold.format(text) if best else text
 
 
