@@ -12,7 +12,7 @@ from textsvae.config import ConfigError, preset_config
 from textsvae.gaps import build_gap_table, reproduces
 from textsvae.grid import RunSpec
 from textsvae.reported import REPORTED
-from textsvae.tables import render
+from textsvae.tables import build_table, render
 
 PTB_REPRO = Path(__file__).resolve().parents[1] / "results" / "ptb-repro"
 LI = {row["label"]: row for row in REPORTED["li2019-ptb"]["rows"]}
@@ -73,6 +73,17 @@ def test_unfinished_runs_show_their_row_with_empty_cells():
                                                                  "split", "metric", "value", "status"]),
                             runs, ["ppl", "kl"], ["li2019-ptb"])
     assert render(table, "md").splitlines()[2] == "| anneal vs vae + anneal (Li et al. 2019) | standard | 0 | - | - |"
+
+
+def test_a_label_edited_after_the_run_keeps_its_rows_under_the_new_label():
+    # the run id names what the run computed; its rows.csv keeps the label of the file that ran it
+    old, new = ptb_run("an0", "standard", "anneal", label="anneal, bf16"), \
+        ptb_run("an0", "standard", "anneal", label="anneal (start=0.0, epochs=10.0), bf16")
+    df = rows_of({"an0": {"ppl": 100.90, "kl": 0.25}}, [old])
+    table = build_table(df, [new], ["ppl", "kl"], ["li2019-ptb"])
+    assert render(table, "md").splitlines()[2] == "| anneal (start=0.0, epochs=10.0), bf16 | standard | 1 | 100.90 | 0.25 |"
+    gaps = render(build_gap_table(df, [new], ["ppl", "kl"], ["li2019-ptb"]), "md")
+    assert "| anneal (start=0.0, epochs=10.0), bf16 vs vae + anneal (Li et al. 2019) | standard | 1 | -0.50 | +0.25 |" in gaps
 
 
 def test_no_published_rows_or_no_reproducing_run_is_a_one_line_error():

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .reported import reported_rows
 from .results import ResultsError
-from .tables import Table, aggregate
+from .tables import Table, aggregate, rows_of_runs
 
 if TYPE_CHECKING:
     from .grid import RunSpec
@@ -36,7 +36,7 @@ def build_gap_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str,
     if not reported:
         raise ResultsError("this benchmark names no published rows (`reported = [...]` in its file), "
                            "so there is no gap to show")
-    stats = aggregate(df[df.run_id.isin({s.run_id for s in runs})], metrics, split)
+    stats = aggregate(rows_of_runs(df, runs), metrics, split)
     datasets = list(dict.fromkeys(s.dataset for s in runs))
     rows, shown = [], set()
     for published in reported_rows(reported):

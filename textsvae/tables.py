@@ -40,6 +40,19 @@ def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] | list[str], split: str
     return stats
 
 
+def rows_of_runs(df: pd.DataFrame, runs: list["RunSpec"]) -> pd.DataFrame:
+    """The rows of these runs, named by their run id and labelled as the benchmark file labels them now.
+
+    A run's id hashes what it computes, not its table label, so a label edited in the file after a
+    run finished keeps that run's rows under the new label instead of dropping them.
+    """
+    specs = {s.run_id: s for s in runs}
+    mine = df[df.run_id.isin(specs)].copy()
+    mine["label"] = mine.run_id.map(lambda run_id: specs[run_id].label)
+    mine["dataset"] = mine.run_id.map(lambda run_id: specs[run_id].dataset)
+    return mine
+
+
 @dataclass
 class Table:
     datasets: list[str]
@@ -55,9 +68,7 @@ def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...
     """The pivot of these runs' rows: method x decoder in the runs' order, then the reported rows."""
     from .reported import reported_rows
 
-    ids = {s.run_id for s in runs}
-    mine = df[df.run_id.isin(ids)]
-    stats = aggregate(mine, metrics, split)
+    stats = aggregate(rows_of_runs(df, runs), metrics, split)
     datasets = list(dict.fromkeys(s.dataset for s in runs))
     rows: list[dict[str, Any]] = []
     for key in dict.fromkeys((s.label, s.decoder) for s in runs):
