@@ -48,6 +48,8 @@ class ModelConfig:
     dropout_out: float = 0.5       # dropout on decoder LSTM outputs (before the softmax)
     init_range: float = 0.01       # parameters ~ U(-r, r) (He et al.)
     emb_init_range: float = 0.1    # embeddings ~ U(-r, r)
+    init_state: str = "all-layers"  # decoder's initial state: "all-layers" (He et al.: c0_k = W_k z, h0_k = tanh(c0_k))
+    #                                 or "top-layer" (Skip-VAE's code: top layer h0 = A z + a, c0 = 0; others 0)
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,11 @@ class RunConfig:
 EXECUTION_FIELDS = {"train": ("threads", "progress", "device", "track", "track_project"), "data": ("data_dir",),
                     "eval": ("workers",)}
 
+# fields added after runs were committed: left out of run ids while at these values, so a run made
+# before the field existed keeps its id (a run that sets another value gets a new one)
+ID_NEUTRAL_DEFAULTS = {"model": {"init_state": "all-layers"}}
+
+INIT_STATES = ("all-layers", "top-layer")   # the decoder's initial state (docs/protocol.md section 1)
 PRECISIONS = ("fp32", "bf16", "fp16")        # evaluation
 TRAIN_PRECISIONS = ("fp32", "bf16")          # fp16 training would need loss scaling (a host sync per step)
 
@@ -234,6 +241,7 @@ def check_config(config: RunConfig) -> RunConfig:
         (0.0 <= m.dropout_in < 1.0, f"dropout_in must be in [0, 1), got {m.dropout_in}"),
         (0.0 <= m.dropout_out < 1.0, f"dropout_out must be in [0, 1), got {m.dropout_out}"),
         (0 < m.init_range < math.inf and 0 < m.emb_init_range < math.inf, "init ranges must be finite and > 0"),
+        (m.init_state in INIT_STATES, f"init_state must be one of {', '.join(INIT_STATES)}, got '{m.init_state}'"),
         (t.epochs >= 1, f"epochs must be >= 1, got {t.epochs}"),
         (t.batch_size >= 1, f"batch_size must be >= 1, got {t.batch_size}"),
         (t.optimizer in ("sgd", "adam"), f"optimizer must be 'sgd' or 'adam', got '{t.optimizer}'"),
@@ -262,6 +270,14 @@ def check_config(config: RunConfig) -> RunConfig:
 def without_execution_fields(d: dict[str, Any]) -> dict[str, Any]:
     """A config dict (RunConfig.to_dict()) without its execution-only fields: what the run computes."""
     return {section: {k: v for k, v in values.items() if k not in EXECUTION_FIELDS.get(section, ())}
+            for section, values in d.items()}
+
+
+def identity_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """What a run id hashes: the computed fields, less those of ID_NEUTRAL_DEFAULTS at their neutral value."""
+    d = without_execution_fields(d)
+    return {section: {k: v for k, v in values.items()
+                      if not (k in ID_NEUTRAL_DEFAULTS.get(section, {}) and ID_NEUTRAL_DEFAULTS[section][k] == v)}
             for section, values in d.items()}
 
 

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, apply_overrides, preset_config, without_execution_fields
+from .config import ConfigError, RunConfig, apply_overrides, identity_fields, preset_config
 from .metric_registry import RECON_METRICS
 
 DEFAULT_METRICS = ("iw_nll", "kl", "mi", "au", "ppl")
@@ -126,8 +126,9 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 # -- the grid ----------------------------------------------------------------------------------------
 def run_id(config: RunConfig) -> str:
-    """12 hex digits of the SHA-256 of the config (seed included), execution-only fields left out."""
-    d = without_execution_fields(config.to_dict())
+    """12 hex digits of the SHA-256 of the config (seed included), execution-only fields and fields at
+    their ID_NEUTRAL_DEFAULTS value left out (so ids made before such a field existed stay valid)."""
+    d = identity_fields(config.to_dict())
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
