@@ -1,8 +1,8 @@
 """Decoding text from any decoder: greedy, beam search and sampling, step by step.
 
 The LSTM state is carried from step to step (the prefix is never re-run). Each step computes
-what training computes for that position: layer 1 reads [emb(y_{t-1}); z], every layer starts
-from tanh(W z) / W z, and for the skip decoder every upper layer reads [h; z] and the softmax
+what training computes for that position: layer 1 reads [emb(y_{t-1}); z], the layers start
+from `Decoder.initial_states(z)`, and for the skip decoder every upper layer reads [h; z] and the softmax
 V h + U z (`Decoder.hidden_states`, `OutputLayer.logits`); the LM has no z. Dropout is off
 (the model is put in eval mode). Outputs are token ids without <s> and </s>; a sentence still
 open after max_len words ends there (</s> is forced at step max_len + 1, so a beam's score stays
@@ -58,12 +58,7 @@ class _Stepper:
         self.decoder = model.decoder
         self.z = z
         d = self.decoder
-        if d.uses_z:
-            c0 = d.init_state(z).view(rows, d.n_layers, d.hidden).transpose(0, 1)        # (L, R, H)
-            self.states = [(torch.tanh(c0[k]).unsqueeze(0).contiguous(), c0[k].unsqueeze(0).contiguous())
-                           for k in range(d.n_layers)]
-        else:
-            self.states = [None] * d.n_layers
+        self.states = d.initial_states(z) if d.uses_z else [None] * d.n_layers
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (R, V) of the next word after `tokens` (R,), advancing every layer's state."""

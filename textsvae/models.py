@@ -1,11 +1,16 @@
 """LSTM VAE for text: an LSTM encoder for q(z|x) and an LSTM decoder for p(x|z).
 
 Decoders (docs/protocol.md section 1; their switches in decoders.py):
-- standard (He et al. 2019): layer 1 reads [dropout(emb(x_{t-1})); z] at every step, the
-  initial state of every layer is c0 = W z, h0 = tanh(c0), and p(x_t|.) = softmax(V dropout(h_t)).
+- standard (He et al. 2019): layer 1 reads [dropout(emb(x_{t-1})); z] at every step and
+  p(x_t|.) = softmax(V dropout(h_t) + b).
 - skip (Skip-VAE, Dieng et al. 2019): as standard, plus layer k > 1 reads [h^{(k-1)}_t; z]
   and the softmax reads [dropout(h^{(L)}_t); z], i.e. softmax(V h_t + U z).
 - lm: the same LSTM with no z (a language model, the NLL reference).
+
+The initial state (`init_state`, both latent decoders):
+- all-layers (He et al.'s code): every layer k starts at c0_k = W_k z (no bias), h0_k = tanh(c0_k).
+- top-layer (the Skip-VAE authors' code): the top layer starts at h0 = A z + a, c0 = 0; every
+  other layer at h0 = c0 = 0.
 """
 from __future__ import annotations
 
@@ -54,10 +59,26 @@ class Decoder(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.emb_dim, padding_idx=PAD_ID)
         sizes = [cfg.emb_dim + nz] + [cfg.dec_hidden + (nz if self.skip else 0)] * (cfg.dec_layers - 1)
         self.layers = nn.ModuleList(nn.LSTM(s, cfg.dec_hidden, batch_first=True) for s in sizes)
-        self.init_state = nn.Linear(nz, cfg.dec_layers * cfg.dec_hidden, bias=False) if self.uses_z else None
+        self.init_scheme = cfg.init_state
+        self.init_state: nn.Linear | None = None
+        if self.uses_z and self.init_scheme == "all-layers":
+            self.init_state = nn.Linear(nz, cfg.dec_layers * cfg.dec_hidden, bias=False)   # [W_1; ...; W_L]
+        elif self.uses_z:
+            self.init_state = nn.Linear(nz, cfg.dec_hidden)                                 # A, a (top layer)
         self.drop_in = Dropout(cfg.dropout_in)
         self.drop_out = Dropout(cfg.dropout_out)
         self.out = OutputLayer(cfg.dec_hidden, nz, vocab_size, self.skip)
+
+    def initial_states(self, z: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(h0, c0) of each layer, bottom first, each (1, R, H), for z (R, D): see the module docstring."""
+        rows = z.size(0)
+        if self.init_scheme == "all-layers":
+            c0 = self.init_state(z).view(rows, self.n_layers, self.hidden).transpose(0, 1)  # (L, R, H)
+            return [(torch.tanh(c0[k]).unsqueeze(0).contiguous(), c0[k].unsqueeze(0).contiguous())
+                    for k in range(self.n_layers)]
+        top = self.init_state(z).unsqueeze(0)                                              # (1, R, H)
+        zeros = top.new_zeros(top.shape)
+        return [(zeros, zeros)] * (self.n_layers - 1) + [(top, zeros)]
 
     def hidden_states(self, inputs: torch.Tensor, z: torch.Tensor | None,
                       cut_recurrent_z: bool = False, n_samples: int | None = None) -> torch.Tensor:
@@ -76,9 +97,7 @@ class Decoder(nn.Module):
         else:
             rows, steps = z.size(0), inputs.size(1)
             z_rec = torch.zeros_like(z) if cut_recurrent_z else z
-            c0 = self.init_state(z_rec).view(rows, self.n_layers, self.hidden).transpose(0, 1)  # (L, R, H)
-            states = [(torch.tanh(c0[k]).unsqueeze(0).contiguous(), c0[k].unsqueeze(0).contiguous())
-                      for k in range(self.n_layers)]
+            states = self.initial_states(z_rec)
             z_steps = z_rec.unsqueeze(1).expand(rows, steps, z.size(-1))  # (R, T, D)
         first = 0
         if n_samples is not None and self.uses_z and (self.drop_in.p == 0 or not self.drop_in.training) \
