@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -503,42 +504,201 @@ def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp
     assert "eval_precision=bf16 cannot run on this CPU's LSTM kernels: evaluating in fp32" in caplog.text
 
 
-# -- the LR rule of He et al.'s and Li et al.'s code --------------------------------------------------
-def reference_lr_rule(losses: list[float], start: int, patience: int, max_decays: int) -> tuple[list[float], int]:
-    """Their loop, transcribed: 0-based epochs, `not_improved` against the last non-worse loss,
-    `break` right after the max_decays-th halving. Returns (LR of each epoch trained, epochs trained)."""
+# -- the LR rules against transcriptions of the peers' loops (docs/protocol.md section 6) -------------------
+# Each reference returns (LR of each epoch trained, the epoch whose weights each following epoch starts
+# from, the epoch of the model that is evaluated); the trainer is driven through the same losses by drive_rule.
+
+class Driven(NamedTuple):
+    lrs: list[float]       # the LR of each epoch trained
+    held: list[int]        # the epoch whose weights each following epoch starts from
+    best: int              # the epoch of the model that is evaluated (best.pt)
+    renewed: list[bool]    # whether each following epoch trains with a new optimiser object
+    trainer: T.Trainer
+
+
+def drive_rule(tmp_path: Path, losses: list[float], **settings) -> Driven:
+    """Feed `losses` to Trainer._after_validation as successive epochs' validation losses, the model's weights
+    set to the epoch's number first (so a reload shows as an older number). Initial LR 1.0, as in the peers'
+    code."""
+    config = apply_overrides(tiny(), {"epochs": len(losses), "lr": 1.0, **settings})
+    trainer = T.Trainer(config, tmp_path / "run")
+    trainer.run_dir.mkdir()
+    lrs, held, renewed = [], [], []
+    for loss in losses:
+        trainer.state.epoch += 1
+        lrs.append(trainer.state.lr)
+        optimizer = trainer.optimizer
+        with torch.no_grad():
+            for p in trainer.model.parameters():
+                p.fill_(trainer.state.epoch)
+        trainer._after_validation(loss)
+        if trainer.state.done:
+            break
+        held.append(int(next(trainer.model.parameters()).flatten()[0]))
+        renewed.append(trainer.optimizer is not optimizer)
+        assert [g["lr"] for g in trainer.optimizer.param_groups] == [trainer.state.lr]   # it trains at the rule's LR
+    return Driven(lrs, held, trainer.state.best_epoch, renewed, trainer)
+
+
+def losses_that_fall_stall_and_rise(seed: int, n: int = 60, slope: float = 0.3) -> list[float]:
+    g = torch.Generator().manual_seed(seed)
+    return (100 - torch.arange(n) * slope + torch.rand(n, generator=g) * 6).tolist()
+
+
+def reference_lr_rule(losses: list[float], start: int, patience: int, max_decays: int
+                      ) -> tuple[list[float], list[int], int]:
+    """He et al.'s and Li et al.'s VAE loop (jxhe/vae-lagging-encoder text.py, bohanli/vae-pretraining-encoder
+    text_anneal_fb.py), transcribed: 0-based epochs, `not_improved` against the last non-worse loss, at a
+    halving the best model reloaded and the reference set to that epoch's loss, `break` right after the
+    max_decays-th halving, the best model evaluated at the end."""
     ref, not_improved, lr, decays, lrs = 1e4, 0, 1.0, 0, []
+    best_loss, best_epoch, model, held = 1e4, 0, 0, []
     for epoch, loss in enumerate(losses):
         lrs.append(lr)
+        model = epoch + 1
+        if loss < best_loss:
+            best_loss, best_epoch = loss, epoch + 1
         if loss > ref:
             not_improved += 1
             if not_improved >= patience and epoch >= start:
-                ref, not_improved, lr, decays = loss, 0, lr * 0.5, decays + 1
+                ref, not_improved, lr, decays, model = loss, 0, lr * 0.5, decays + 1, best_epoch
         else:
             not_improved, ref = 0, loss
+        held.append(model)
         if decays == max_decays:
             break
-    return lrs, len(lrs)
+    return lrs, held[:len(lrs) - 1], best_epoch
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_lr_rule_follows_he_and_li_code(tmp_path, seed):
-    """Validation losses that fall, stall and rise; the trainer's LR and stopping epoch equal the reference's."""
-    g = torch.Generator().manual_seed(seed)
-    losses = (100 - torch.arange(60) * 0.3 + torch.rand(60, generator=g) * 6).tolist()
-    config = apply_overrides(tiny(), {"epochs": 60, "decay_start_epoch": 15, "decay_patience": 3,
-                                      "max_decays": 5})
-    trainer = T.Trainer(config, tmp_path / "run")
-    trainer.run_dir.mkdir()
-    lrs = []
-    for loss in losses:
-        trainer.state.epoch += 1
-        lrs.append(trainer.state.lr / config.train.lr)
-        trainer._after_validation(loss)
-        if trainer.state.done:
+    """Validation losses that fall, stall and rise; the trainer's LRs, reloads and stopping epoch equal the
+    reference's."""
+    losses = losses_that_fall_stall_and_rise(seed)
+    run = drive_rule(tmp_path, losses, decay_start_epoch=15, decay_patience=3, max_decays=5)
+    expected_lrs, expected_held, expected_best = reference_lr_rule(losses, 15, 3, 5)
+    assert run.lrs == expected_lrs
+    assert run.held == expected_held
+    assert run.best == expected_best
+    assert run.renewed == [h != e for e, h in enumerate(run.held, 1)]   # a fresh optimiser at each reload
+    if len(run.lrs) < 60:
+        assert run.trainer.state.decays == 5 and "plateau 5" in run.trainer.state.stop_reason
+    assert run.trainer.state.best_loss == min(losses[:len(run.lrs)])
+
+
+def reference_lm_rule(losses: list[float], decay_epoch: int = 2, max_decay: int = 5
+                      ) -> tuple[list[float], list[int], int]:
+    """Li et al.'s LSTM-LM loop (bohanli/vae-pretraining-encoder, lm.py, main()), transcribed: 0-based
+    epochs and no start epoch; `opt_dict["best_loss"]` is the last non-worse validation NLL; after
+    `decay_epoch` worse epochs in a row the LR is halved, the best model (saved on a strictly lower NLL)
+    reloaded into a new optimiser and `decay_cnt` counted; `break` once it reaches `max_decay`; the best
+    model is evaluated. One line differs on purpose: after a halving lm.py sets the reference to `loss`, the
+    last training minibatch's loss, and this (like textsvae) to that epoch's validation NLL."""
+    opt_best, not_improved, lr, decay_cnt, best_loss = 1e4, 0, 1.0, 0, 1e4
+    lrs, held, best_epoch = [], [], 0
+    for epoch, nll in enumerate(losses):
+        lrs.append(lr)
+        model = epoch + 1
+        if nll < best_loss:
+            best_loss, best_epoch = nll, epoch + 1
+        if nll > opt_best:
+            not_improved += 1
+            if not_improved >= decay_epoch:
+                opt_best = nll                       # lm.py: `= loss` (a bug, not followed)
+                not_improved, lr, model = 0, lr * 0.5, best_epoch
+                decay_cnt += 1
+        else:
+            not_improved, opt_best = 0, nll
+        held.append(model)
+        if decay_cnt == max_decay:
             break
-    expected_lrs, expected_epochs = reference_lr_rule(losses, 15, 3, 5)
-    assert lrs == expected_lrs and trainer.state.epoch == expected_epochs
-    if expected_epochs < 60:
-        assert trainer.state.decays == 5 and "plateau 5" in trainer.state.stop_reason
-    assert trainer.state.best_loss == min(losses[:expected_epochs])
+    return lrs, held[:len(lrs) - 1], best_epoch
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_li_lm_rule_is_the_plateau_rule_from_epoch_0_with_patience_2(tmp_path, seed):
+    """lm.py's rule is the plateau rule with decay_start_epoch = 0 (open from epoch 1 on, like lm.py's missing
+    gate), decay_patience = 2, max_decays = 5 (the new ptb-repro LM row's settings)."""
+    losses = losses_that_fall_stall_and_rise(seed, slope=0.3 + 0.2 * seed)
+    run = drive_rule(tmp_path, losses, lr_rule="plateau", decay_start_epoch=0, decay_patience=2, max_decays=5)
+    expected_lrs, expected_held, expected_best = reference_lm_rule(losses)
+    assert run.lrs == expected_lrs
+    assert run.held == expected_held
+    assert run.best == expected_best
+    assert run.renewed == [h != e for e, h in enumerate(run.held, 1)]
+    assert len(run.lrs) < 60 and "plateau 5" in run.trainer.state.stop_reason   # each sequence ends on a plateau
+    assert any(lr < 1.0 for lr in run.lrs[:15])                                # halvings before epoch 15 happen
+
+
+def reference_skip_vae_rule(losses: list[float], min_epochs: int = 15, lr: float = 1.0, threshold: float = 0.03
+                            ) -> tuple[list[float], list[int], int]:
+    """Skip-VAE's loop (yoonkim/skip-vae, train_text_skip.py, main()), transcribed: 1-based epochs, at most
+    `num_epochs`; a checkpoint on a strictly lower validation number than the best so far, else, from epoch
+    `min_epochs` on, the sticky `args.decay` flag set; with the flag the LR is halved in place in the same
+    optimiser after every epoch and the loop breaks once it is below 0.03; nothing is reloaded; the
+    checkpoint (the best model) is what `--test 1` evaluates."""
+    best_val_nll, best_epoch, decay, epoch = 1e5, 0, 0, 0
+    lrs, held = [], []
+    while epoch < len(losses):
+        epoch += 1
+        lrs.append(lr)
+        val_nll = losses[epoch - 1]
+        if val_nll < best_val_nll:
+            best_val_nll, best_epoch = val_nll, epoch
+        elif epoch >= min_epochs:
+            decay = 1
+        if decay == 1:
+            lr = lr * 0.5
+            if lr < threshold:
+                break
+        held.append(epoch)
+    return lrs, held[:len(lrs) - 1], best_epoch
+
+
+@pytest.mark.parametrize("seed, epochs, start, min_lr", [
+    (0, 60, 15, 0.03), (1, 60, 15, 0.03), (2, 60, 15, 0.03), (3, 60, 3, 0.2), (4, 60, 25, 0.001),
+    (5, 18, 15, 0.03), (6, 60, 15, 0.03), (7, 60, 1, 0.03)])
+def test_skip_vae_rule_follows_its_code(tmp_path, seed, epochs, start, min_lr):
+    """Random validation losses (some falling fast, so the decay starts later); the trainer's LRs, the model
+    each epoch continues from, the evaluated model and the stopping epoch equal the reference's."""
+    losses = losses_that_fall_stall_and_rise(seed, n=epochs, slope=0.3 if seed % 2 else 2.0)
+    run = drive_rule(tmp_path, losses, lr_rule="skip-vae", decay_start_epoch=start, min_lr=min_lr)
+    expected_lrs, expected_held, expected_best = reference_skip_vae_rule(losses, start, 1.0, min_lr)
+    assert run.lrs == expected_lrs
+    assert run.held == expected_held
+    assert run.best == expected_best
+    assert run.held == list(range(1, len(run.held) + 1))                   # no reload
+    assert not any(run.renewed)                                            # the same optimiser, its LR set
+    if len(run.lrs) < epochs:
+        assert "< min_lr" in run.trainer.state.stop_reason
+    else:
+        assert run.trainer.state.stop_reason == f"reached {epochs} epochs"
+
+
+def test_lr_rules_are_checked_and_match_the_config_names():
+    from textsvae.config import LR_RULES, ConfigError
+
+    assert tuple(T.LR_RULES) == LR_RULES
+    with pytest.raises(ConfigError, match=r"^lr_rule must be one of plateau, skip-vae, got 'cosine'$"):
+        tiny(lr_rule="cosine")
+    with pytest.raises(ConfigError, match=r"^min_lr must be finite and >= 0, got -1.0$"):
+        tiny(min_lr=-1.0)
+
+
+def test_skip_vae_rule_resumes_exactly_after_ctrl_c_mid_decay(tmp_path, monkeypatch):
+    """A constant selection loss: epoch 2 does not improve, so the LR halves after epochs 2 and 3; Ctrl-C in
+    epoch 3 (at the halved LR), resume, and the run equals the uninterrupted one, LRs included."""
+    config = tiny(epochs=4, lr_rule="skip-vae", decay_start_epoch=1, min_lr=1e-4)
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    constant = lambda self, valid: 1.0                                     # noqa: E731
+    _interrupt_at(monkeypatch, 17)                                         # 7 steps per epoch: epoch 3
+    monkeypatch.setattr(REGISTRY["vae"], "selection_loss", constant)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(config, run)
+    monkeypatch.undo()
+    assert torch.load(run / "last.pt", weights_only=False)["state"]["lr"] == 5e-4
+    monkeypatch.setattr(REGISTRY["vae"], "selection_loss", constant)
+    resume_run(run)
+    train_run(config, reference)
+    assert_same_run(run, reference)
+    assert [r["lr"] for r in read_jsonl(run / "log.jsonl")] == [1e-3, 1e-3, 5e-4, 2.5e-4]

@@ -62,9 +62,11 @@ class TrainConfig:
     lr: float = 1e-3               # learning rate
     momentum: float = 0.0          # SGD momentum
     clip_grad: float = 5.0         # clip the gradient's global norm (0 turns clipping off)
-    decay_start_epoch: int = 15    # He et al.: LR halving is considered only once more epochs than this are done
-    decay_patience: int = 2        # worse validation epochs in a row before the LR is halved
-    max_decays: int = 5            # stop at the max_decays-th halving (its halved LR is never trained)
+    lr_rule: str = "plateau"       # LR rule: "plateau" (He et al.'s and Li et al.'s code) or "skip-vae"
+    decay_start_epoch: int = 15    # plateau: halve once more epochs than this are done; skip-vae: from this epoch on
+    decay_patience: int = 2        # plateau: worse validation epochs in a row before the LR is halved
+    max_decays: int = 5            # plateau: stop at the max_decays-th halving (its halved LR is never trained)
+    min_lr: float = 0.03           # skip-vae: stop when the halved LR would fall below this (never trained)
     max_steps: int | None = None   # stop after this many optimiser steps (a training budget)
     seed: int = 0                  # seeds model init, data order, dropout and sampling
     threads: int | None = None     # torch CPU threads (None: leave torch's default)
@@ -123,9 +125,10 @@ EXECUTION_FIELDS = {"train": ("threads", "progress", "device", "track", "track_p
 
 # fields added after runs were committed: left out of run ids while at these values, so a run made
 # before the field existed keeps its id (a run that sets another value gets a new one)
-ID_NEUTRAL_DEFAULTS = {"model": {"init_state": "all-layers"}}
+ID_NEUTRAL_DEFAULTS = {"model": {"init_state": "all-layers"}, "train": {"lr_rule": "plateau", "min_lr": 0.03}}
 
 INIT_STATES = ("all-layers", "top-layer")   # the decoder's initial state (docs/protocol.md section 1)
+LR_RULES = ("plateau", "skip-vae")          # train.LR_RULES implements them (docs/protocol.md section 6)
 PRECISIONS = ("fp32", "bf16", "fp16")        # evaluation
 TRAIN_PRECISIONS = ("fp32", "bf16")          # fp16 training would need loss scaling (a host sync per step)
 
@@ -248,8 +251,10 @@ def check_config(config: RunConfig) -> RunConfig:
         (0 < t.lr < math.inf, f"lr must be finite and > 0, got {t.lr}"),
         (0.0 <= t.momentum < 1.0, f"momentum must be in [0, 1), got {t.momentum}"),
         (t.clip_grad >= 0, f"clip_grad must be >= 0, got {t.clip_grad}"),
+        (t.lr_rule in LR_RULES, f"lr_rule must be one of {', '.join(LR_RULES)}, got '{t.lr_rule}'"),
         (t.decay_patience >= 1 and t.max_decays >= 0 and t.decay_start_epoch >= 0,
          "decay_patience must be >= 1, max_decays and decay_start_epoch >= 0"),
+        (0 <= t.min_lr < math.inf, f"min_lr must be finite and >= 0, got {t.min_lr}"),
         (t.max_steps is None or t.max_steps >= 1, f"max_steps must be >= 1, got {t.max_steps}"),
         (t.threads is None or t.threads >= 1, f"threads must be >= 1, got {t.threads}"),
         (t.monitor_every >= 0, f"monitor_every must be >= 0, got {t.monitor_every}"),

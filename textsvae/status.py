@@ -105,8 +105,12 @@ def training_summary(spec: RunSpec, log_rows: list[dict]) -> str:
     train = spec.config.train
     if isinstance(last.get("lr"), (int, float)) and last["lr"] > 0:
         halvings = round(math.log2(train.lr / last["lr"]))
-        parts.append(f"lr {last['lr']:g}: {halvings} of {train.max_decays} halvings, "
-                     f"{worse_epochs(scored, train)} of {train.decay_patience} worse epochs")
+        if train.lr_rule == "skip-vae":          # halves every epoch once decaying, until below min_lr
+            parts.append(f"lr {last['lr']:g}: {halvings} halvings, "
+                         + ("halving every epoch" if halvings else "not decaying yet") + f", stops below {train.min_lr:g}")
+        else:
+            parts.append(f"lr {last['lr']:g}: {halvings} of {train.max_decays} halvings, "
+                         f"{worse_epochs(scored, train)} of {train.decay_patience} worse epochs")
     seconds = sorted(r["seconds"] for r in log_rows[-5:] if isinstance(r.get("seconds"), (int, float)))
     if seconds:                  # the median of the last five: an epoch cut by a resume counts less
         parts.append(f"{duration(seconds[len(seconds) // 2])} per epoch")

@@ -1,5 +1,5 @@
-"""The one training loop: epochs of method steps, validation at beta = 1, the LR rule of He et al.'s
-and Li et al.'s code, the full state checkpointed each epoch and on Ctrl-C, exact resume.
+"""The one training loop: epochs of method steps, validation at beta = 1, the LR rules of the peers' code
+(LR_RULES), the full state checkpointed each epoch and on Ctrl-C, exact resume.
 
 The run folder's files are `rundir`'s; the device and precision checks are `device`'s.
 """
@@ -57,7 +57,7 @@ class TrainState:
     step: int = 0                  # optimiser steps taken
     batch_in_epoch: int = 0        # batches of the current epoch already done (Ctrl-C mid-epoch)
     lr: float = 0.0
-    decays: int = 0                # LR halvings so far
+    decays: int = 0                # LR halvings so far (skip-vae: > 0 once it halves every epoch)
     bad_epochs: int = 0            # worse epochs in a row (validation loss above plateau_loss)
     plateau_loss: float = math.inf  # the last non-worse validation loss (the plateau rule's reference)
     best_loss: float = math.inf
@@ -348,38 +348,21 @@ class Trainer:
         self.optimizer = self.make_optimizer(self.model.parameters(), s.lr)
 
     def _after_validation(self, valid_loss: float) -> None:
-        """Keep the best model (best.pt); the LR rule of He et al.'s and Li et al.'s code; decide whether to stop.
-
-        An epoch is worse when its validation loss exceeds the last non-worse epoch's. After
-        `decay_patience` worse epochs in a row, once more than `decay_start_epoch` epochs are done,
-        best.pt is reloaded and the LR halved, and that epoch's loss becomes the reference. The
-        `max_decays`-th such plateau ends the run (their code breaks right after that halving);
-        best.pt is the model that is evaluated. Epochs count from the start of the phase (0 but for
-        a method that restarts one).
-        """
+        """Keep the best model (best.pt, the model that is evaluated), apply the run's LR rule
+        (`lr_rule`, LR_RULES) and decide whether to stop. Epochs count from the start of the phase (0
+        but for a method that restarts one); once the budget is reached the LR is left alone, since the
+        run ends anyway."""
         t, s = self.config.train, self.state
         epochs = s.epoch - s.phase_start
-        if valid_loss < s.best_loss:
+        improved = valid_loss < s.best_loss
+        if improved:
             s.best_loss, s.best_epoch = valid_loss, s.epoch
             save_checkpoint(self.run_dir / "best.pt", self.config, self.corpus.vocab,
                             model=self.model.state_dict(), epoch=s.epoch, method=self.method.state_dict())
-        if valid_loss <= s.plateau_loss:
-            s.plateau_loss, s.bad_epochs = valid_loss, 0
-        else:
-            s.bad_epochs += 1
-        if epochs > t.decay_start_epoch and s.bad_epochs >= t.decay_patience and epochs < t.epochs:
-            s.decays += 1
-            s.bad_epochs, s.plateau_loss = 0, valid_loss
-            if s.decays >= t.max_decays:
-                s.done, s.stop_reason = True, f"stopped at validation plateau {s.decays} (max_decays={t.max_decays})"
-                return
-            s.lr /= 2
-            best = load_checkpoint(self.run_dir / "best.pt")
-            self.model.load_state_dict(best["model"])
-            # the method's state is not rolled back: phases (aggressive, pretrain-fb) only move
-            # forward, as in He et al.'s code, where only the model is reloaded
-            self.optimizer = self.make_optimizer(self.model.parameters(), s.lr)
-            log.info("validation plateau: reloaded epoch %d, LR halved to %g", best["epoch"], s.lr)
+        if epochs < t.epochs:
+            LR_RULES[t.lr_rule](self, valid_loss, improved)
+        if s.done:
+            return
         if epochs >= t.epochs:
             s.done, s.stop_reason = True, f"reached {t.epochs} epochs" + (" of phase 2" if s.phase_start else "")
         elif t.max_steps is not None and s.step >= t.max_steps:
@@ -392,6 +375,65 @@ class Trainer:
                 "best_epoch": self.state.best_epoch, "train_seconds": self.state.train_seconds,
                 "best_valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_")},
                 "last": rows[-1] if rows else {}, "device": str(self.device), "version": __version__}
+
+
+# -- the LR rules (config.LR_RULES; docs/protocol.md section 6) ---------------------------------------
+# Each is called after an epoch's validation (best.pt already updated) with that epoch's selection loss
+# and whether it beat the best so far, and may change the LR or end the run through trainer.state.
+
+def plateau_rule(trainer: Trainer, valid_loss: float, improved: bool) -> None:
+    """He et al.'s and Li et al.'s VAE rule (jxhe/vae-lagging-encoder text.py, bohanli/vae-pretraining-encoder
+    text_anneal_fb.py); with decay_start_epoch = 0 and decay_patience = 2 also Li et al.'s LM rule (lm.py).
+
+    An epoch is worse when its validation loss exceeds the last non-worse epoch's. After
+    `decay_patience` worse epochs in a row, once more than `decay_start_epoch` epochs are done,
+    best.pt is reloaded, the LR halved with a fresh optimiser, and that epoch's loss becomes the
+    reference. The `max_decays`-th such plateau ends the run (their code breaks right after that
+    halving, so its LR is never trained).
+    """
+    t, s = trainer.config.train, trainer.state
+    if valid_loss <= s.plateau_loss:
+        s.plateau_loss, s.bad_epochs = valid_loss, 0
+    else:
+        s.bad_epochs += 1
+    if s.epoch - s.phase_start <= t.decay_start_epoch or s.bad_epochs < t.decay_patience:
+        return
+    s.decays += 1
+    s.bad_epochs, s.plateau_loss = 0, valid_loss
+    if s.decays >= t.max_decays:
+        s.done, s.stop_reason = True, f"stopped at validation plateau {s.decays} (max_decays={t.max_decays})"
+        return
+    s.lr /= 2
+    # the method's state is not rolled back: phases (aggressive, pretrain-fb) only move forward, as in
+    # He et al.'s code, where only the model is reloaded
+    trainer.reload_best()
+    trainer.optimizer = trainer.make_optimizer(trainer.model.parameters(), s.lr)
+    log.info("validation plateau: reloaded epoch %d, LR halved to %g", s.best_epoch, s.lr)
+
+
+def skip_vae_rule(trainer: Trainer, valid_loss: float, improved: bool) -> None:
+    """Skip-VAE's rule (yoonkim/skip-vae, train_text_skip.py).
+
+    The decay starts at the first epoch, counted from 1, at or after epoch `decay_start_epoch` whose
+    validation loss is not below the best so far: the LR is halved after that epoch and after every
+    later one, improving or not, in the same optimiser and without reloading best.pt. The run ends
+    when the halved LR would fall below `min_lr` (their code breaks before training at it).
+    """
+    t, s = trainer.config.train, trainer.state
+    decaying = s.decays > 0 or (not improved and s.epoch - s.phase_start >= t.decay_start_epoch)
+    if not decaying:
+        return
+    s.decays += 1
+    if s.lr / 2 < t.min_lr:
+        s.done, s.stop_reason = True, f"stopped at halving {s.decays}: LR {s.lr / 2:g} < min_lr={t.min_lr:g}"
+        return
+    s.lr /= 2
+    for group in trainer.optimizer.param_groups:   # their code sets the LR in place: optimiser state kept
+        group["lr"] = s.lr
+    log.info("LR halved to %g (skip-vae rule)", s.lr)
+
+
+LR_RULES = {"plateau": plateau_rule, "skip-vae": skip_vae_rule}
 
 
 def _in_main_thread() -> bool:
