@@ -67,6 +67,20 @@ def test_gaps_are_our_mean_minus_the_published_value_with_our_std():
     assert "**" not in md and "Gap = this suite's mean minus the published value" in md
 
 
+def test_he_et_al_mi_is_compared_with_our_minibatch_mi_and_never_with_the_whole_split_mi():
+    runs = [RunSpec(run_id="b2", benchmark="hand", dataset="yahoo", decoder="standard", method="beta",
+                    label="beta (beta=0.2)", params={"beta": 0.2}, seed=0, config=preset_config("tiny"))]
+    df = rows_of({"b2": {"iw_nll": 334.1, "mi": 5.0, "mi_minibatch": 3.0}}, runs).assign(dataset="yahoo")
+    table = build_gap_table(df, runs, ["iw_nll", "mi", "mi_minibatch"], ["he2019-yahoo"])
+    (row,) = table.rows
+    assert row["label"] == "beta (beta=0.2) vs beta-VAE (0.2) (He et al. 2019)"
+    assert set(row["cells"]) == {("yahoo", "iw_nll"), ("yahoo", "mi_minibatch")}    # 5.0 - 3.4 is not a gap
+    assert row["cells"][("yahoo", "mi_minibatch")][0] == pytest.approx(3.0 - 3.4)
+    assert table.metrics == ["iw_nll", "mi_minibatch"]
+    md = render(table, "md")
+    assert "| beta (beta=0.2) vs beta-VAE (0.2) (He et al. 2019) | standard | 1 | +1.00 | -0.40 |" in md
+
+
 def test_unfinished_runs_show_their_row_with_empty_cells():
     runs = [ptb_run("an0", "standard", "anneal")]
     table = build_gap_table(rows_of({}, runs).reindex(columns=["run_id", "dataset", "label", "decoder", "seed",
@@ -120,3 +134,19 @@ def test_every_published_method_builds_and_he_et_al_rows_all_have_a_yahoo_paper_
     runs = load_benchmark("yahoo-paper").runs
     for row in REPORTED["he2019-yahoo"]["rows"]:
         assert ("method" in row) == any(reproduces(row, run) for run in runs), row["label"]
+
+
+def test_every_packaged_benchmark_loads_and_has_a_column_for_every_metric_its_published_rows_give():
+    """A published value with no column of its own would silently drop out of the table and the gaps."""
+    from textsvae.grid import list_benchmarks, load_benchmark
+    from textsvae.metric_registry import METRICS
+    from textsvae.reported import reported_rows
+
+    names = list_benchmarks()
+    assert {"skip-vae-paper", "yahoo-paper", "ptb-repro"} <= set(names)
+    for name in names:
+        bench = load_benchmark(name)
+        datasets = {run.dataset for run in bench.runs}
+        for row in reported_rows(bench.reported):
+            missing = {key for key in row if key in METRICS} - set(bench.metrics)
+            assert row["dataset"] not in datasets or not missing, (name, row["label"], missing)

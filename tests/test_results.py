@@ -13,6 +13,7 @@ from textsvae.grid import RunSpec
 from textsvae.cli import cli
 from textsvae.config import ConfigError, preset_config
 from textsvae.probe import fit_probe
+from textsvae.reported import REPORTED
 from textsvae.results import load_results, write_failure, write_rows
 from textsvae.tables import aggregate, build_table, render
 
@@ -126,10 +127,24 @@ def test_reported_rows_only_where_the_protocol_matches():
     df["dataset"] = "yahoo"
     runs = [spec("vae-standard-0", dataset="yahoo")]
     md = render(table_of(df, runs, reported=["he2019-yahoo"]), "md")
-    assert "| vae (reported: He et al. 2019) | standard | - | 328.80 | 0.00 |" in md
+    assert "| vae (reported: He et al. 2019) | standard | - | 328.80 | - |" in md   # no whole-split MI published
     assert "| LSTM-LM (exact NLL) (reported: He et al. 2019) | lm | - | 328.10 | - |" in md
     assert md.count("**") == 0  # one suite row: nothing to compare; reported rows never take part
     assert "reported" not in render(table_of(df, runs), "md").split("\n\n")[0]
+
+
+def test_he_et_al_published_mi_sits_in_the_minibatch_mi_column_not_the_whole_split_one():
+    """He et al. average MI over their evaluation minibatches: their 3.4 nats (beta-VAE 0.2) is an mi_minibatch."""
+    names = ("iw_nll", "mi", "mi_minibatch")
+    df = hand_rows({("beta (beta=0.2)", "standard"): [(333.0, 3.0, 2.5)]}, metric_names=names)
+    df["dataset"] = "yahoo"
+    runs = [spec("beta (beta=0.2)-standard-0", label="beta (beta=0.2)", dataset="yahoo", method="beta")]
+    table = table_of(df, runs, metrics=names, reported=["he2019-yahoo"])
+    header, _, ours, *published = render(table, "md").split("\n\n")[0].splitlines()
+    assert header == "| Method | Decoder | n | NLL | MI | MI (He et al. batches) |"
+    assert ours == "| beta (beta=0.2) | standard | 1 | 333.00 | 3.00 | 2.50 |"
+    assert "| beta-VAE (0.2) (reported: He et al. 2019) | standard | - | 333.10 | - | 3.40 |" in published
+    assert all("mi" not in row for key in ("he2019-yahoo", "he2019-yelp") for row in REPORTED[key]["rows"])
 
 
 def test_active_units_print_as_whole_numbers_unless_averaged_over_seeds():

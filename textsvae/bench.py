@@ -154,7 +154,7 @@ def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], f
     needed = tuple(dict.fromkeys(spec.eval_splits + (PROBE_SPLITS if spec.probe and not model.is_lm else ())))
     corpus = load_corpus(config.data, vocab=vocab, needed=needed, seed=config.train.seed)
     evals = {split: evaluate_loaded(model, method, config, vocab, device, folder, split, corpus=corpus,
-                                    recon=spec.recon)
+                                    recon=spec.recon, mi_batch=spec.mi_batch)
              for split in spec.eval_splits}
     if spec.probe:
         probe = probe_loaded(model, method, config, corpus, device, seed=spec.config.eval.eval_seed)

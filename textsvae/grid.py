@@ -46,6 +46,7 @@ class RunSpec:
     eval_splits: tuple[str, ...] = ("test",)
     probe: bool = False
     recon: bool = False           # compute the reconstruction metrics (the benchmark's metrics name one)
+    mi_batch: bool = False        # also He et al.'s per-minibatch MI, mi_minibatch (the benchmark's metrics name it)
 
 
 @dataclass
@@ -185,7 +186,8 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
                                params=params, seed=seed, config=config,
                                eval_splits=tuple(raw.get("eval_splits", ["test"])),
                                probe=bool(raw.get("probe", False)),
-                               recon=any(name in RECON_METRICS for name in metrics))
+                               recon=any(name in RECON_METRICS for name in metrics),
+                               mi_batch="mi_minibatch" in metrics)
                 if spec.run_id not in ids:  # the same config listed twice runs once
                     ids.add(spec.run_id)
                     runs.append(spec)

@@ -31,12 +31,23 @@ def logistic(step: int, k: float, x0: float) -> float:
     return 1.0 / (1.0 + math.exp(x))
 
 
-def cyclical(step: int, total_steps: float, n_cycles: int, ratio: float) -> float:
-    """Fu et al. 2019: period P = total_steps / n_cycles, tau = (t mod P) / P, beta = min(1, tau / ratio).
+def cyclical(step: int, total_steps: float, n_cycles: int, ratio: float, start: float = 0.0,
+             lead: int = 0) -> float:
+    """Fu et al. 2019: M = n_cycles cycles of period P = total_steps / M over the run; see `cycle_ramp`.
 
-    beta ramps linearly 0 -> 1 over the first `ratio` of each cycle, then stays at 1; steps past
-    `total_steps` keep cycling with the same period.
+    With the defaults, beta ramps linearly 0 -> 1 over the first `ratio` of each cycle, then stays at 1.
     """
-    period = total_steps / n_cycles
-    tau = math.fmod(step, period) / period
-    return min(1.0, tau / ratio)
+    return cycle_ramp(step, total_steps / n_cycles, ratio, start, lead)
+
+
+def cycle_ramp(step: int, period: float, ratio: float, start: float = 0.0, lead: int = 0) -> float:
+    """tau = ((t mod P) + lead) / P,  beta = min(1, start + tau / R)  (Fu et al. 2019, R = ratio).
+
+    The slope is 1 / (R P) per step whatever `start` is, so beta reaches 1 at step (1 - start) R P - lead
+    of each cycle and stays there until the cycle ends. start = 0.1 with lead = 1 is Fu et
+    al.'s code (haofuml/cyclical_annealing, language_model/train_text_cyc_ptb.py): every cycle
+    resets beta to 0.1 and beta grows by 1 / (R P) before each step, so a cycle's first step already
+    has 0.1 + 1 / (R P). Steps past the run keep cycling with the same period.
+    """
+    tau = (math.fmod(step, period) + lead) / period
+    return min(1.0, start + tau / ratio)
