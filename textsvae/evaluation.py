@@ -277,9 +277,35 @@ def split_means(scores: SentenceScores) -> dict[str, Any]:
     return out
 
 
+def sentence_columns(scores: SentenceScores) -> dict[str, Any]:
+    """The per-sentence scores as columns in split order (docs/protocol.md section 6.2).
+
+    sentence: position in the split; n_tokens: targets (words + end-of-sentence); iw_ll = -IW-NLL, the
+    K-sample estimate of log p(x) (the exact log-likelihood for an LM), so -mean(iw_ll) is the split's
+    iw_nll; iw_mc_se: its delta-method Monte-Carlo SE. With a z also rec = -mean_k log p(x|z_k),
+    kl = KL(q(z|x) || p(z)) in closed form, elbo = -(rec + kl), and q's parameters mu and logvar (D each).
+    """
+    n = scores.iw_nll.numel()
+    out: dict[str, Any] = {"sentence": torch.arange(n).numpy(), "n_tokens": scores.n_tokens.numpy(),
+                           "iw_ll": (-scores.iw_nll).double().numpy(), "iw_mc_se": scores.iw_mc_se.double().numpy()}
+    if scores.mu is not None:
+        kl = kl_total(scores.mu, scores.logvar).double()
+        rec = scores.rec.double()
+        out.update({"elbo": (-(rec + kl)).numpy(), "rec": rec.numpy(), "kl": kl.numpy(),
+                    "mu": scores.mu.double().tolist(), "logvar": scores.logvar.double().tolist()})
+    return out
+
+
 def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
                    device: torch.device, iw_samples: int | None = None, mi_batch: bool | int = False,
                    recon: bool = False, vocab=None) -> dict[str, Any]:
+    """All section-4 metrics of `sentences`: `evaluate_scored`'s metrics without the per-sentence scores."""
+    return evaluate_scored(model, method, sentences, eval_cfg, device, iw_samples, mi_batch, recon, vocab)[0]
+
+
+def evaluate_scored(model: "TextVAE", method: "Method", sentences: list[list[int]], eval_cfg: EvalConfig,
+                    device: torch.device, iw_samples: int | None = None, mi_batch: bool | int = False,
+                    recon: bool = False, vocab=None) -> tuple[dict[str, Any], SentenceScores]:
     """All section-4 metrics of `sentences` (token ids without <s>/</s>); per-sentence means in nats.
 
     rec: -mean_k log p(x|z_k) over the K importance samples (an unbiased Rec estimate with K samples);
@@ -288,7 +314,7 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
     (their batches of one length, at most 32 rows, or that many for an int) as mi_minibatch;
     `mi` is always over the whole split. recon adds recon_bleu and recon_acc (reconstruction.py) of the
     greedy decodes of the posterior means behind kl and mi, BLEU on vocab.decode's text (without a vocab,
-    on the ids as words); None for an LM.
+    on the ids as words); None for an LM. Also returns the per-sentence scores behind the means.
     """
     if iw_samples is not None:
         eval_cfg = replace_eval(eval_cfg, iw_samples=iw_samples)
@@ -319,7 +345,7 @@ def evaluate_model(model: "TextVAE", method: "Method", sentences: list[list[int]
                 "mem_budget_mb": eval_cfg.mem_budget_mb, "decoder": model.cfg.decoder,
                 "method": getattr(method, "name", None), "device": str(device), "split": None,
                 "seconds": time.perf_counter() - start})
-    return out
+    return out, scores
 
 
 def _reconstruction(model: "TextVAE", mu: torch.Tensor, sentences: list[list[int]], eval_cfg: EvalConfig,

@@ -1,5 +1,7 @@
 """One self-contained HTML page for a benchmark (`textsvae report NAME`): its paper table, the gaps to
 the published rows it reproduces, the runs that failed or have not run, every run's training curves, configuration and provenance.
+With `ci` the tables give each mean's 95% t interval over seeds and mark with '*' a difference (a gap, or a
+row minus the `vs` base row, paired by seed) whose interval excludes 0.
 
 The page opens from disk: CSS inline, figures as base64 PNG, no scripts and no external references.
 """
@@ -14,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .gaps import build_gap_table
+from .gaps import build_gap_table, build_vs_table
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .plot import curves_figure, png_bytes, without_latent
@@ -78,15 +80,19 @@ PAGE = """<!DOCTYPE html>
 esc = html.escape
 
 
-def build_report(bench: Benchmark, results_dir: str | Path, split: str = "test", command: str = "") -> str:
-    """The page as one HTML string; `command` is the shell line that regenerates it."""
+def build_report(bench: Benchmark, results_dir: str | Path, split: str = "test", command: str = "",
+                 ci: bool = False, vs: str | None = None) -> str:
+    """The page as one HTML string; `command` is the shell line that regenerates it. `ci` adds the t intervals
+    over seeds; `vs` (LABEL or LABEL/DECODER, as `table --vs`) adds each row's difference from that base row."""
     results_dir = Path(results_dir)
     df = load_results(results_dir)
     states = grid_states(bench, results_dir)
     table = build_table(df, bench.runs, bench.metrics, bench.reported, split)
+    table.ci = ci
     body = [_header(bench, df, results_dir, command),
             _section("table", f"Results ({split} split)", f'<div class="scroll">{render_html_table(table)}</div>'),
-            *_gap_section(bench, df, split),
+            *_vs_section(bench, df, split, vs),
+            *_gap_section(bench, df, split, ci),
             _section("problems", "Failed and unfinished runs", _problems(states, results_dir)),
             _section("curves", "Training curves (validation set, per epoch; one line per seed)",
                      _curves(bench.runs, results_dir)),
@@ -94,12 +100,23 @@ def build_report(bench: Benchmark, results_dir: str | Path, split: str = "test",
     return PAGE.format(title=esc(f"textsvae report: {bench.name}"), style=STYLE, body="\n".join(body))
 
 
-def _gap_section(bench: Benchmark, df: pd.DataFrame, split: str) -> list[str]:
+def _vs_section(bench: Benchmark, df: pd.DataFrame, split: str, vs: str | None) -> list[str]:
+    """Each row minus the base row `vs`, paired by seed, with its t interval (none without `vs`)."""
+    if not vs:
+        return []
+    diffs = build_vs_table(df, bench.runs, bench.metrics, vs, split)
+    diffs.ci = True
+    return [_section("vs", f"Differences from {vs} (paired by seed)",
+                     f'<div class="scroll">{render_html_table(diffs)}</div>')]
+
+
+def _gap_section(bench: Benchmark, df: pd.DataFrame, split: str, ci: bool = False) -> list[str]:
     """The gaps to the published rows, where some run of the benchmark reproduces one; else nothing."""
     try:
         gaps = build_gap_table(df, bench.runs, bench.metrics, bench.reported, split)
     except ResultsError:
         return []
+    gaps.ci = ci
     return [_section("gaps", "Gap to the published rows (this suite minus published)",
                      f'<div class="scroll">{render_html_table(gaps)}</div>')]
 

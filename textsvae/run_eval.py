@@ -1,5 +1,6 @@
 """Evaluate a run folder: rebuild its best model, read a split as in training, score it with
-`evaluation.evaluate_model` and save RUN_DIR/eval_<split>_k<K>.json."""
+`evaluation.evaluate_scored` and save RUN_DIR/eval_<split>_k<K>.json, with its per-sentence scores
+beside it in RUN_DIR/scores_<split>_k<K>.parquet (columns: `evaluation.sentence_columns` plus text_hash)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .config import ConfigError, EvalConfig, RunConfig, replace_eval
-from .evaluation import evaluate_model
+from .evaluation import SentenceScores, evaluate_scored, sentence_columns
 
 if TYPE_CHECKING:
     from .data.corpus import Corpus
@@ -72,13 +73,42 @@ def eval_path(run_dir: str | Path, split: str, iw_samples: int | None, precision
     return Path(run_dir) / f"eval_{split}_k{iw_samples if iw_samples is not None else 0}{tag}.json"
 
 
+def scores_path(run_dir: str | Path, split: str, iw_samples: int | None, precision: str | None = None) -> Path:
+    """RUN_DIR/scores_<split>_k<K>[_<precision>].parquet: the per-sentence scores beside eval_path's JSON."""
+    json_path = eval_path(run_dir, split, iw_samples, precision)
+    return json_path.with_name("scores_" + json_path.name[len("eval_"):]).with_suffix(".parquet")
+
+
+def text_hash(text: str) -> int:
+    """A signed 64-bit digest of a sentence's text (blake2b), to tell two runs' sentences apart."""
+    import hashlib
+
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
+
+
+def write_scores(path: str | Path, scores: SentenceScores, ids: list[list[int]], vocab) -> Path:
+    """The per-sentence scores of a split as parquet, atomically; text_hash is that of the decoded sentence."""
+    import io
+
+    import pandas as pd
+
+    from .io import atomic_write_bytes
+
+    frame = pd.DataFrame(sentence_columns(scores))
+    frame.insert(1, "text_hash", [text_hash(vocab.decode(s)) for s in ids])
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+    return Path(path)
+
+
 def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab, device: torch.device,
                     run_dir: str | Path | None, split: str = "test", iw_samples: int | None = None,
                     sentences: list[str] | None = None, mi_batch: bool | int = False,
                     save: bool = True, corpus: "Corpus | None" = None, recon: bool = False,
                     file_precision: str | None = None) -> dict[str, Any]:
     """Evaluate a loaded run on a split (saved as RUN_DIR/eval_<split>_k<K>.json, with `_<file_precision>`
-    before .json when given) or on given raw sentences; a split is read from `corpus` when given (loaded
+    before .json when given, and its per-sentence scores as `scores_path`) or on given raw sentences; a split is read from `corpus` when given (loaded
     once for several splits), else from the run's data."""
     from .io import atomic_write_json
 
@@ -90,11 +120,13 @@ def evaluate_loaded(model: "TextVAE", method: "Method", config: RunConfig, vocab
         ids = corpus.splits[split]
     else:
         ids = split_sentences(config, vocab, split)
-    out = evaluate_model(model, method, ids, config.eval, device, mi_batch=mi_batch, recon=recon, vocab=vocab)
+    out, scores = evaluate_scored(model, method, ids, config.eval, device, mi_batch=mi_batch, recon=recon,
+                                  vocab=vocab)
     out["split"] = "sentences" if sentences is not None else split
     if run_dir is not None:
         out["run_dir"] = str(run_dir)
     if save and sentences is None and run_dir is not None:
+        write_scores(scores_path(run_dir, split, out["iw_samples"], file_precision), scores, ids, vocab)
         atomic_write_json(eval_path(run_dir, split, out["iw_samples"], file_precision), out)
     return out
 

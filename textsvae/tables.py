@@ -1,6 +1,8 @@
 """Paper-style tables of a benchmark's runs: mean, sample std and n over seeds per method x decoder,
 the best cell per column marked, published rows beneath, rendered as markdown, LaTeX, CSV or HTML,
-with the provenance lines that head a committed table.
+with the provenance lines that head a committed table. With `ci`, a cell also shows the 95% t interval
+of its mean over seeds, mean +- t_{0.975, n-1} std / sqrt(n) (none for n = 1); a table of differences
+(`signed`) marks with '*' an interval that excludes 0.
 """
 from __future__ import annotations
 
@@ -17,6 +19,21 @@ from .results import ResultsError
 
 if TYPE_CHECKING:
     from .grid import RunSpec
+
+CI_NOTE = ("[a, b]: the 95% t interval of the mean over seeds (mean ± t(0.975, n - 1) · std / √n; none for "
+           "n = 1).")
+EXCLUDES_ZERO = "*"
+
+
+def t_interval(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """mean +- t_{(1+level)/2, n-1} std / sqrt(n), the t interval of a mean over n seeds; (nan, nan) for n < 2."""
+    from scipy.stats import t
+
+    if n < 2 or math.isnan(std):
+        return math.nan, math.nan
+    half = float(t.ppf((1 + level) / 2, n - 1)) * std / math.sqrt(n)
+    return mean - half, mean + half
+
 
 def aggregate(df: pd.DataFrame, metrics: tuple[str, ...] | list[str], split: str = "test") -> pd.DataFrame:
     """Mean, sample std and n over seeds per (dataset, label, decoder, metric), with `best` marked.
@@ -61,6 +78,7 @@ class Table:
     split: str = "test"
     note: str = ""               # the footnote, where it is not table_note's
     signed: bool = False         # print '+' on positive numbers (differences)
+    ci: bool = False             # add the 95% t interval over seeds to each cell
 
 
 def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...] | list[str],
@@ -88,10 +106,15 @@ def build_table(df: pd.DataFrame, runs: list["RunSpec"], metrics: tuple[str, ...
     return Table(datasets=datasets, metrics=list(metrics), rows=rows, split=split)
 
 
-def _number(mean: float, std: float, n: int, digits: int, pm: str, signed: bool = False) -> str:
+def _number(mean: float, std: float, n: int, digits: int, pm: str, signed: bool = False, ci: bool = False) -> str:
     text = fixed(mean, digits, signed)
     if n > 1 and not math.isnan(std):
-        return f"{text}{pm}{std:.{digits}f}"
+        text = f"{text}{pm}{std:.{digits}f}"
+        if ci:
+            low, high = t_interval(mean, std, n)
+            text += f" [{fixed(low, digits, signed)}, {fixed(high, digits, signed)}]"
+            if signed and (low > 0 or high < 0):
+                text += EXCLUDES_ZERO
     return text
 
 
@@ -110,7 +133,7 @@ def _cell(table: Table, row: dict[str, Any], dataset: str, name: str, pm: str, b
     if (dataset, name) not in row["cells"]:
         return "-"
     mean, std, n, best = row["cells"][(dataset, name)]
-    text = _number(mean, std, n, metric(name).digits_for(mean, n), pm, table.signed)
+    text = _number(mean, std, n, metric(name).digits_for(mean, n), pm, table.signed, table.ci)
     return bold.format(text) if best else text
 
 
@@ -127,9 +150,13 @@ def render_markdown(table: Table) -> str:
 def table_note(table: Table) -> str:
     """The footnote under every rendering of the table: what a cell is, what bold marks, the split."""
     if table.note:
-        return table.note
-    return (f"Mean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column "
-            f"({best_rule(table.metrics)}). {table.split.capitalize()} split; NLL is IW-NLL in nats per sentence.")
+        note = table.note
+    else:
+        note = (f"Mean ± sample std over seeds (n = finished seeds); bold: best of this suite's rows per column "
+                f"({best_rule(table.metrics)}). {table.split.capitalize()} split; NLL is IW-NLL in nats per sentence.")
+    if table.ci:
+        note += f" {CI_NOTE}" + (f" {EXCLUDES_ZERO}: the interval excludes 0." if table.signed else "")
+    return note
 
 
 def render_html_table(table: Table) -> str:
@@ -188,6 +215,9 @@ def render_csv(table: Table) -> str:
                 mean, std, n, best = row["cells"].get((d, m), (math.nan, math.nan, 0, False))
                 rec.update({f"{prefix}{m}_mean": mean, f"{prefix}{m}_std": std, f"{prefix}{m}_n": n,
                             f"{prefix}{m}_best": best})
+                if table.ci:
+                    low, high = t_interval(mean, std, n)
+                    rec.update({f"{prefix}{m}_ci_low": low, f"{prefix}{m}_ci_high": high})
         records.append(rec)
     return pd.DataFrame(records).to_csv(index=False)
 

@@ -2,7 +2,7 @@
 kind of command, each registering its commands on the group when imported."""
 from __future__ import annotations
 
-from . import bench_commands, generate_commands, run_commands  # noqa: F401  (they register the commands)
+from . import bench_commands, compare_commands, generate_commands, run_commands  # noqa: F401  (they register the commands)
 from .app import UserError, cli
 from .generate_commands import DECODE_OPTIONS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..executors import executor_names
-from .app import cli, pairs
+from .app import UserError, cli, pairs
 
 
 @cli.command()
@@ -124,12 +124,16 @@ def results(results_dir, split):
               help="Write to this file, with a header: the command that regenerates it, machine, wall time.")
 @click.option("--gaps", is_flag=True,
               help="Instead: this suite's rows minus the published rows they reproduce, per metric.")
-def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps):
+@click.option("--vs", "vs", default=None, metavar="LABEL[/DECODER]",
+              help="Instead: each row minus a base row, paired by seed: LABEL is the base row of each row's own "
+                   "decoder, LABEL/DECODER one base row for all.")
+@click.option("--ci", is_flag=True, help="Add the 95% t interval over seeds to each cell (n - 1 degrees of freedom).")
+def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps, vs, ci):
     """Paper-style table of benchmark NAME: mean +- std over seeds, best cell marked, reported rows."""
     import shlex
 
     from ..bench import DEFAULT_RESULTS
-    from ..gaps import build_gap_table
+    from ..gaps import build_gap_table, build_vs_table
     from ..grid import load_benchmark
     from ..io import atomic_write_text
     from ..results import load_results, outside_grid_note
@@ -147,10 +151,17 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps):
         split_opt = f" --split {split}" if split != "test" else ""
         header = [f"{spec.name}: {spec.description}".rstrip(": "),
                   f"Regenerate: `textsvae bench {shlex.quote(name)}{where} && textsvae table {shlex.quote(name)}"
-                  f"{where} --format {fmt}{split_opt}{' --gaps' if gaps else ''} -o {shlex.quote(str(out))}`",
+                  f"{where} --format {fmt}{split_opt}{' --gaps' if gaps else ''}"
+                  f"{f' --vs {shlex.quote(vs)}' if vs else ''}{' --ci' if ci else ''} -o {shlex.quote(str(out))}`",
                   *provenance_lines(df, spec.runs, spec.name, results)]
-    build = build_gap_table if gaps else build_table
-    text = render(build(df, spec.runs, spec.metrics, spec.reported, split), fmt, header)
+    if gaps and vs:
+        raise UserError("--gaps and --vs are two different tables: choose one")
+    if vs:
+        built = build_vs_table(df, spec.runs, spec.metrics, vs, split)
+    else:
+        built = (build_gap_table if gaps else build_table)(df, spec.runs, spec.metrics, spec.reported, split)
+    built.ci = ci or bool(vs)
+    text = render(built, fmt, header)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text)
@@ -175,7 +186,11 @@ def _where_options(results_dir: str | None, benchmarks_dir: str | None) -> str:
               help="Extra folder of benchmark files.")
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="HTML file to write.")
-def report(name, results_dir, benchmarks_dir, split, out):
+@click.option("--ci", is_flag=True, help="Add the 95% t interval over seeds to the tables; '*' marks a difference "
+                                         "whose interval excludes 0.")
+@click.option("--vs", "vs", default=None, metavar="LABEL[/DECODER]",
+              help="Add each row's difference from this base row, paired by seed (as `table --vs`).")
+def report(name, results_dir, benchmarks_dir, split, out, ci, vs):
     """One self-contained HTML page of benchmark NAME: table, training curves, provenance, failed runs."""
     import shlex
 
@@ -189,8 +204,8 @@ def report(name, results_dir, benchmarks_dir, split, out):
     where = _where_options(results_dir, benchmarks_dir)
     split_opt = f" --split {split}" if split != "test" else ""
     command = (f"textsvae bench {shlex.quote(name)}{where} && textsvae report {shlex.quote(name)}{where}"
-               f"{split_opt} -o {shlex.quote(str(out))}")
-    page = build_report(spec, results, split, command)
+               f"{split_opt}{' --ci' if ci else ''}{f' --vs {shlex.quote(vs)}' if vs else ''} -o {shlex.quote(str(out))}")
+    page = build_report(spec, results, split, command, ci=ci, vs=vs)
     Path(out).parent.mkdir(parents=True, exist_ok=True)    # an OSError is the group's one line, exit 1
     atomic_write_text(out, page)
     click.echo(f"wrote {out} ({len(page) / 1e6:.1f} MB)")
