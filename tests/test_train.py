@@ -702,3 +702,19 @@ def test_skip_vae_rule_resumes_exactly_after_ctrl_c_mid_decay(tmp_path, monkeypa
     train_run(config, reference)
     assert_same_run(run, reference)
     assert [r["lr"] for r in read_jsonl(run / "log.jsonl")] == [1e-3, 1e-3, 5e-4, 2.5e-4]
+
+
+def test_status_describes_a_skip_vae_run_by_its_own_rule(tmp_path, write_bench):
+    """bench --status: a skip-vae run halves every epoch once decaying, so it shows halvings and min_lr,
+    not the plateau rule's "k of max_decays halvings, j of patience worse epochs"."""
+    from textsvae.grid import load_benchmark
+    from textsvae.status import training_summary
+
+    text = 'description = "s"\npreset = "tiny"\nseeds = [0]\ndecoders = ["standard"]\n[settings]\n' \
+           'lr = 1.0\noptimizer = "sgd"\nlr_rule = "skip-vae"\n[[methods]]\nmethod = "vae"\n'
+    spec = load_benchmark("s", write_bench(tmp_path / "b", "s", text)).runs[0]
+    rows = [{"epoch": e, "valid_loss": 10.0 - e / 10, "lr": lr} for e, lr in enumerate([1.0, 1.0, 0.5, 0.25], 1)]
+    assert "lr 0.25: 2 halvings, halving every epoch, stops below 0.03" in training_summary(spec, rows)
+    assert "lr 1: 0 halvings, not decaying yet" in training_summary(spec, rows[:2])
+    plateau = load_benchmark("p", write_bench(tmp_path / "c", "p", text.replace('lr_rule = "skip-vae"\n', ""))).runs[0]
+    assert "2 of 5 halvings" in training_summary(plateau, rows)
