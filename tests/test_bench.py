@@ -79,10 +79,17 @@ def test_grid_expansion_and_labels(tmp_path, write_bench):
     assert all(r.config.train.max_steps == 2 and r.config.data.synthetic_train == 100 for r in b.runs)
 
 
+# the ids of GRID's runs, computed once (2026-12) and committed: an id must not change across versions, or
+# every results folder made before stops matching its benchmark (and finished runs would be run again)
+GRID_IDS = ["f9e4d2f6f96a", "6736cf80c3be", "c6ecaffc0079", "1716cb25335f", "d69688a0cc11", "f9ea82a5d4eb",
+            "b3dc25ac7637", "6bd4ed453a08", "18ee52629528", "c3b34ddf4353", "5e90d80f33dd", "6c5a34bec8f8",
+            "d202a8520c54"]
+
+
 def test_run_ids_are_stable_and_depend_on_config_and_seed(tmp_path, write_bench):
     bdir = write_bench(tmp_path / "b", "grid", GRID)
     first = [r.run_id for r in load_benchmark("grid", bdir).runs]
-    assert first == [r.run_id for r in load_benchmark("grid", bdir).runs]
+    assert first == GRID_IDS
     config = load_benchmark("grid", bdir).runs[0].config
     assert run_id(config) == run_id(apply_overrides(config, {"threads": 7, "progress": False}))  # execution only
     assert run_id(config) != run_id(apply_overrides(config, {"seed": config.train.seed + 1}))
@@ -90,6 +97,22 @@ def test_run_ids_are_stable_and_depend_on_config_and_seed(tmp_path, write_bench)
     # defaults written out or left implicit give the same id
     bdir2 = write_bench(tmp_path / "c", "grid", GRID.replace("epochs = 2.0 }", "epochs = 2.0, steps = 0 }"))
     assert first == [r.run_id for r in load_benchmark("grid", bdir2).runs]
+
+
+def test_committed_results_keep_their_run_ids():
+    """The shipped `quick` benchmark's run ids are the folder names under results/quick, made by the code of
+    the day they were trained (README: '92e5d20d0cf2' is its first run): the id of each folder's own
+    config.json, and of the benchmark's runs today, is still that name."""
+    from pathlib import Path
+
+    from textsvae.rundir import read_run_config
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "quick"
+    folders = sorted(p.name for p in committed.iterdir() if (p / "config.json").is_file())
+    assert len(folders) == 17
+    assert [run_id(read_run_config(committed / name)) for name in folders] == folders
+    ids = [r.run_id for r in load_benchmark("quick").runs]
+    assert ids[0] == "92e5d20d0cf2" and sorted(ids) == folders
 
 
 def test_bad_benchmarks_give_one_line_errors(tmp_path, write_bench):
