@@ -28,6 +28,7 @@ import torch
 from .config import ConfigError
 from .metric_registry import metric
 from .metrics import log_aggregate_posterior, log_normal_diag
+from .run_eval import scores_beside
 from .tables import t_interval
 
 if TYPE_CHECKING:
@@ -88,7 +89,7 @@ def load_scores(run_dir: str | Path, split: str = "test", iw_samples: int | None
             continue
         if (precision is None and m["tag"]) or (precision is not None and meta.get("eval_precision") != precision):
             continue
-        scores = path.with_name("scores_" + path.name[len("eval_"):]).with_suffix(".parquet")
+        scores = scores_beside(path)
         if scores.is_file():
             found.append((k, meta, scores))
     if not found:

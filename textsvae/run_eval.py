@@ -75,7 +75,11 @@ def eval_path(run_dir: str | Path, split: str, iw_samples: int | None, precision
 
 def scores_path(run_dir: str | Path, split: str, iw_samples: int | None, precision: str | None = None) -> Path:
     """RUN_DIR/scores_<split>_k<K>[_<precision>].parquet: the per-sentence scores beside eval_path's JSON."""
-    json_path = eval_path(run_dir, split, iw_samples, precision)
+    return scores_beside(eval_path(run_dir, split, iw_samples, precision))
+
+
+def scores_beside(json_path: Path) -> Path:
+    """eval_<...>.json -> scores_<...>.parquet in the same folder."""
     return json_path.with_name("scores_" + json_path.name[len("eval_"):]).with_suffix(".parquet")
 
 
