@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Start or resume the ptb-repro grid (issue 19) in the background, from a pinned commit.
-#   bash benchmarks/ptb_repro_resume.sh [COMMIT]
+#   bash benchmarks/ptb_repro_resume.sh [--data PTB_FOLDER] [COMMIT]
+# PTB comes from PTB_FOLDER (train.txt, valid.txt, test.txt: Mikolov's preprocessed PTB) when given,
+# else from `textsvae data fetch ptb` (a download); once installed in $PTB_REPRO_HOME/data it is reused.
 # The code runs from a git worktree of COMMIT in .repro/code (git-ignored), installed into its own
 # venv, so edits on main never change the code under the grid. Checkpoints and run folders live in
-# $PTB_REPRO_HOME (default /root/ptb-repro) so they outlive a re-laid checkout; PTB is installed
-# there from ../shared/data/ptb. The grid runs `--jobs $PTB_REPRO_JOBS` (default 1: one run at a time
+# $PTB_REPRO_HOME (default /root/ptb-repro) so they outlive a re-laid checkout. The grid runs `--jobs $PTB_REPRO_JOBS` (default 1: one run at a time
 # with both cores, as fast per run-epoch here as three single-thread runs side by side, and a machine
 # lost between sessions loses one run's progress, not three), `--threads $PTB_REPRO_THREADS` if set
 # (default cores // jobs), under nice 19, and logs to
@@ -13,6 +14,12 @@
 # again (the worktree is moved and the package reinstalled; half-done runs resume under the new code).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+ptb_from=""
+if [ "${1:-}" = "--data" ]; then
+  [ -n "${2:-}" ] || { echo "ptb_repro_resume: --data needs a folder" >&2; exit 2; }
+  ptb_from="$(cd "$2" 2>/dev/null && pwd)" || { echo "ptb_repro_resume: no folder $2" >&2; exit 2; }
+  shift 2
+fi
 commit="${1:-$(cat "$repo/results/ptb-repro.commit" 2>/dev/null || git -C "$repo" rev-parse HEAD)}"
 home="${PTB_REPRO_HOME:-/root/ptb-repro}"
 code="$repo/.repro/code"
@@ -41,7 +48,11 @@ elif [ -n "$moved" ]; then
 fi
 export TEXTSVAE_DATA="$home/data"
 export TEXTSVAE_GIT_COMMIT="$(git -C "$code" rev-parse --short=12 HEAD)"  # the venv holds a wheel: no checkout to ask
-[ -f "$home/data/ptb/test.txt" ] || "$home/venv/bin/textsvae" data fetch ptb --from "$repo/../shared/data/ptb"
+if [ ! -f "$home/data/ptb/test.txt" ]; then
+  "$home/venv/bin/textsvae" data fetch ptb ${ptb_from:+--from "$ptb_from"} || {
+    echo "ptb_repro_resume: PTB could not be installed; give a folder with PTB's train/valid/test.txt: --data DIR" >&2
+    exit 2; }
+fi
 cd "$code"
 echo "$(date -u +%FT%TZ) resume at $(git rev-parse --short HEAD)" >> "$home/bench.log"
 TEXTSVAE_PROGRESS=lines setsid nohup nice -n 19 "$home/venv/bin/textsvae" bench ptb-repro \

@@ -115,3 +115,31 @@ def test_bad_options_give_one_line_and_exit_2(args, message, perf, monkeypatch, 
 def test_cuda_without_cuda_is_one_line(perf, monkeypatch, capsys):
     assert perf_error(perf, monkeypatch, capsys, "--device", "cuda", "--cases", "train") == \
         "perf.py: error: device 'cuda' requested but CUDA is not available"
+
+
+def test_time_profile_ceiling_adds_up_its_kernels(tiny_corpus, monkeypatch, capsys):
+    """`time_profile.py ceiling`: the ceiling row is the sum of the kernel rows, and each row's share of the
+    step is its time over the step's (across epochs: the tiny corpus has 2 batches per epoch)."""
+    path = PERF.parent / "time_profile.py"
+    spec = importlib.util.spec_from_file_location("time_profile", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(PERF.parent))
+    try:
+        spec.loader.exec_module(module)
+        monkeypatch.setattr(sys, "argv", ["time_profile.py", "ceiling", "--preset", "tiny", "--data", str(tiny_corpus),
+                                          "--decoder", "skip", "--threads", "1", "--steps", "5"])
+        module.main()
+    finally:
+        sys.path.remove(str(PERF.parent))
+        sys.modules.pop("timing", None)
+        torch.set_num_threads(1)
+    rows = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[1].replace(".", "").isdigit():
+            rows[cells[0]] = (float(cells[1]), float(cells[2]), float(cells[3].rstrip("%")))
+    assert set(rows) == {"step", "output layer", "LSTMs", "kernels (the ceiling)"}
+    assert rows["kernels (the ceiling)"][0] == pytest.approx(rows["output layer"][0] + rows["LSTMs"][0], abs=0.11)
+    assert rows["step"][2] == 100
+    share = rows["kernels (the ceiling)"][0] / rows["step"][0] * 100
+    assert rows["kernels (the ceiling)"][2] == pytest.approx(share, abs=1.5)

@@ -20,7 +20,7 @@ import copy
 import sys
 import time
 
-from timing import fp32_cpu_trainer  # a sibling: this folder is on sys.path
+from timing import cpu_trainer  # a sibling: this folder is on sys.path
 
 # textsvae.fast_paths switches per variant
 VARIANTS = {"plain": dict(fewer_passes=False, sample_lstm=False),
@@ -124,7 +124,7 @@ def main() -> None:
 
     rows = []
     for decoder in decoders:
-        trainer, cfg = fp32_cpu_trainer("fast_paths.py", args.preset, args.data, args.threads, decoder)  # as perf.py
+        trainer, cfg = cpu_trainer("fast_paths.py", args.preset, args.data, args.threads, decoder)  # as perf.py
         torch.set_num_threads(args.threads)
         print(f"... {decoder}", file=sys.stderr, flush=True)
         found = (iwnll(trainer, cfg, args) if "iwnll" in cases else []) + (train(trainer, args) if "train" in cases else [])

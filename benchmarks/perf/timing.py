@@ -89,12 +89,13 @@ def preset_trainer(preset: str, data: str, threads: int, decoder: str, precision
     return Trainer(cfg, "/nonexistent-perf-run"), cfg
 
 
-def fp32_cpu_trainer(script: str, preset: str, data: str, threads: int, decoder: str):
-    """preset_trainer in fp32 on the CPU; a bad preset or data folder stops with one line `script: error: ...`."""
+def cpu_trainer(script: str, preset: str, data: str, threads: int, decoder: str, precision: str = "fp32"):
+    """preset_trainer on the CPU; a bad preset, data folder or precision stops with one line `script: error: ...`."""
     from textsvae.config import ConfigError
     from textsvae.data.corpus import CorpusError
+    from textsvae.device import DeviceError
 
     try:
-        return preset_trainer(preset, data, threads, decoder, "fp32")
-    except (ConfigError, CorpusError) as exc:
+        return preset_trainer(preset, data, threads, decoder, precision)
+    except (ConfigError, CorpusError, DeviceError) as exc:
         raise SystemExit(f"{script}: error: {exc}") from None
