@@ -67,6 +67,26 @@ def test_bf16_autocast_gradients_stay_close():
         assert float((got - ref).abs().max() / ref.abs().max()) < 2e-2
 
 
+@pytest.mark.parametrize("chunk_rows", [7, 1024])
+def test_bf16_bias_gradient_read_from_the_softmax_block_equals_its_row_sum(monkeypatch, chunk_rows):
+    """Under bf16 autocast the bias gradient E^T (g / s) - the targets' g (fewer_passes) equals the plain
+    path's sum over rows of g (softmax - onehot): the same fp32 softmax block, summed another way; the
+    other gradients are the same bits."""
+    monkeypatch.setattr(ops, "CHUNK_ROWS", chunk_rows)
+    grads = []
+    for fewer in (True, False):
+        h, w, b, t = _inputs(torch.float32, n=60, h=16, v=70)
+        weights = torch.rand(60, generator=torch.Generator().manual_seed(1))
+        with fast_paths(fewer_passes=fewer):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = (linear_cross_entropy(h, w, b, t) * weights).sum()
+            loss.backward()
+        grads.append((h.grad, w.grad, b.grad))
+    torch.testing.assert_close(grads[0][2], grads[1][2], rtol=1e-5, atol=1e-6)
+    assert float(grads[0][2].abs().max()) > 1e-2                         # not trivially zero
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+
+
 def test_a_buffer_awaiting_its_backward_pass_is_not_reused():
     """Two forward passes, then both backward passes: each gets its own kept softmax (the workspace
     hands a buffer out again only once the backward pass that owns it has run)."""

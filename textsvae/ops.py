@@ -196,9 +196,14 @@ def _grad_weight(exp: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, grad_n
 def _backward_via_softmax(ctx, grad_nll):
     """The backward pass for low-precision matmuls: g (softmax - onehot) made in place, then cast for them."""
     h, w, exp, inv_sum, targets = ctx.saved_tensors
-    grad = exp.mul_((grad_nll * inv_sum).unsqueeze(1))                 # softmax * dnll, in place
+    scale, bias_first = grad_nll * inv_sum, fast_paths().fewer_passes
+    if bias_first:                     # db = E^T s - the targets' g, as the fp32 backward: a read, no (N, V) sum
+        with autocast_off(exp.device.type):                             # fp32, even if backward() runs under autocast
+            grad_bias = (exp.t() @ scale).index_add_(0, targets, grad_nll, alpha=-1).to(ctx.dtypes[2])
+    grad = exp.mul_(scale.unsqueeze(1))                                 # softmax * dnll, in place
     grad.scatter_add_(1, targets.unsqueeze(1), -grad_nll.unsqueeze(1).to(grad.dtype))
-    grad_bias = grad.sum(0).to(ctx.dtypes[2])
+    if not bias_first:
+        grad_bias = grad.sum(0).to(ctx.dtypes[2])
     if grad.dtype != h.dtype:                                           # keep the rows aligned for the matmuls
         grad = aligned_rows(*grad.shape, h.dtype, h.device, "grad").copy_(grad)
     grad_hidden = (grad @ w).to(ctx.dtypes[0]) if ctx.needs_input_grad[0] else None

@@ -112,6 +112,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60, help="training steps taken by both variants")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--cases", default="iwnll,train")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="training precision and eval_precision of every variant")
     args = p.parse_args()
     cases = args.cases.split(",")
     decoders = args.decoders.split(",")
@@ -124,12 +126,12 @@ def main() -> None:
 
     rows = []
     for decoder in decoders:
-        trainer, cfg = cpu_trainer("fast_paths.py", args.preset, args.data, args.threads, decoder)  # as perf.py
+        trainer, cfg = cpu_trainer("fast_paths.py", args.preset, args.data, args.threads, decoder, args.precision)
         torch.set_num_threads(args.threads)
         print(f"... {decoder}", file=sys.stderr, flush=True)
         found = (iwnll(trainer, cfg, args) if "iwnll" in cases else []) + (train(trainer, args) if "train" in cases else [])
         rows += [f"| {decoder} " + row for row in found]
-    print(f"{args.preset} preset, {args.threads} threads, torch {torch.__version__}, "
+    print(f"{args.preset} preset, {args.precision}, {args.threads} threads, torch {torch.__version__}, "
           f"ATen CPU capability {torch.backends.cpu.get_cpu_capability()}")
     print("| decoder | work | variant | seconds | speed-up | result |")
     print("|---|---|---|---|---|---|")

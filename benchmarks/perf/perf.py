@@ -339,7 +339,7 @@ def main() -> None:
             plan.append(("matmul", "", ""))
             continue
         for decoder in args.decoders.split(","):
-            for precision in (args.precisions.split(",") if case not in ("miau", "pack", "reseed", "iwpack") else ["fp32"]):
+            for precision in (args.precisions.split(",") if case not in ("miau", "reseed", "iwpack") else ["fp32"]):
                 plan.append((case, decoder, precision))
     base = [sys.executable, __file__, "--preset", args.preset, "--data", args.data, "--threads", str(args.threads),
             "--precisions", args.precisions,
@@ -352,7 +352,7 @@ def main() -> None:
     for case, decoder, precision in plan:
         print(f"... {case} {decoder} {precision}", file=sys.stderr, flush=True)
         if case == "pack":  # --threads training processes side by side, 1 thread each: the bench's packing
-            rows.append(run_packed(base, decoder, args.threads))
+            rows.append(run_packed(base, decoder, precision, args.threads))
         else:
             rows.append(_child_row(base + ["--case", case, "--decoder", decoder, "--precision", precision]))
         if args.out:  # after every case, so a later failure keeps the rows already measured
@@ -387,15 +387,15 @@ def _parse_child(returncode: int, stdout: str, stderr: str, command: list[str]) 
     return json.loads(lines[-1][4:])
 
 
-def run_packed(base: list[str], decoder: str, jobs: int) -> dict:
+def run_packed(base: list[str], decoder: str, precision: str, jobs: int) -> dict:
     """`jobs` single-thread training processes at once (as `bench --jobs N` runs them): summed tokens/s."""
     command = list(base)
     command[command.index("--threads") + 1] = "1"
-    command += ["--case", "train", "--decoder", decoder, "--precision", "fp32"]
+    command += ["--case", "train", "--decoder", decoder, "--precision", precision]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(jobs)]
     outputs = [p.communicate() for p in procs]
     rows = [_parse_child(p.returncode, out, err, command) for p, (out, err) in zip(procs, outputs)]
-    return {"case": "pack", "decoder": decoder, "precision": "fp32", "threads": 1, "jobs": jobs,
+    return {"case": "pack", "decoder": decoder, "precision": precision, "threads": 1, "jobs": jobs,
             "tokens_per_s": sum(r["tokens_per_s"] for r in rows), "gflops": sum(r["gflops"] for r in rows),
             "peak_rss_mb": max(r["peak_rss_mb"] for r in rows),
             # each process probed one thread while the other ran: their sum is the machine's rate then
@@ -411,7 +411,8 @@ def print_table(rows: list[dict]) -> None:
         where = (f"{probe['gpu']}, fp32 without TF32" if "gpu" in probe else
                  f"{probe['threads']} threads, ATen CPU capability {probe.get('cpu_capability', '?')}")
         print(f"matmul probe ({where}): fp32 {ref['float32']:.1f} GFLOP/s{bf16}")
-    fp32_train = {r["decoder"]: r for r in rows if r["case"] == "train" and r["precision"] == "fp32"}
+    train = {(r["decoder"], r["precision"]): r for r in rows if r["case"] == "train"}
+    fp32_train = {decoder: r for (decoder, precision), r in train.items() if precision == "fp32"}
     fp32_iw = {r["decoder"]: r for r in rows if r["case"] == "iwnll" and r["precision"] == "fp32"}
 
     def of_probe(r: dict) -> str:
@@ -460,8 +461,9 @@ def print_table(rows: list[dict]) -> None:
                   f"{r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {peak(r)} | the fp32 yardstick: valid loss after "
                   f"{r['steps']} steps {r['valid_loss_after_steps']:.3f}{drift(r)} |")
         elif r["case"] == "pack":
-            single = fp32_train[r["decoder"]]["tokens_per_s"] if r["decoder"] in fp32_train else float("nan")
-            print(f"| train, {r['jobs']} processes x 1 thread | {r['decoder']} | fp32 | {r['tokens_per_s']:.0f} tok/s "
+            one = train.get((r["decoder"], r["precision"]))
+            single = one["tokens_per_s"] if one else float("nan")
+            print(f"| train, {r['jobs']} processes x 1 thread | {r['decoder']} | {r['precision']} | {r['tokens_per_s']:.0f} tok/s "
                   f"(sum) | {r['gflops']:.1f} | {of_probe(r)} | {of_during(r)} | {r['peak_rss_mb']:.0f} each | x{r['tokens_per_s'] / single:.2f} "
                   f"of one process with all threads |")
         elif r["case"] == "iwnll":
