@@ -177,9 +177,8 @@ def test_inner_loop_steps_at_most_max_inner_and_at_least_one():
     assert run_inner_loop(blocks([2.0, 3.0], 1), max_inner=5, check_every=1) == 2   # checked after every step
 
 
-@pytest.mark.xfail(strict=True, reason="He et al.'s `while sub_iter < 100` from sub_iter = 1 takes at most 99 "
-                                       "encoder steps; the default max_inner = 100 takes 100 (reported, issue 30)")
 def test_default_bound_is_he_et_als_99_steps():
+    """He et al.'s `while sub_iter < 100` from sub_iter = 1 takes at most 99 encoder steps; so does the default."""
     script = blocks([9.0 - 0.01 * i for i in range(8)], 15)                         # never rises: 120 steps
     defaults = AggressiveParams()
     assert run_inner_loop(script, defaults.max_inner, defaults.check_every) == he_inner_steps(script) == 99
@@ -204,11 +203,10 @@ def test_phase_ends_when_validation_mi_falls(mis):
     assert run_phase(mis) == he_phase(mis)
 
 
-@pytest.mark.xfail(strict=True, reason="He et al. start from pre_mi = 0 and stop only on a fall "
-                                       "(cur_mi - pre_mi < 0); textsvae starts from -inf and also stops when MI is "
-                                       "unchanged (mi <= pre_mi) (reported, issue 30)")
 @pytest.mark.parametrize("mis", [[-0.01, 0.5, 0.6], [0.5, 0.5, 0.6]], ids=["negative first MI", "unchanged MI"])
 def test_phase_rule_at_the_edges_is_he_et_als(mis):
+    """He et al. start from pre_mi = 0 and stop only on a fall (cur_mi - pre_mi < 0): a first MI below 0 ends
+    the phase, an unchanged one does not."""
     assert run_phase(mis) == he_phase(mis)
 
 

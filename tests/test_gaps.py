@@ -115,9 +115,10 @@ def test_cli_gaps_on_the_committed_ptb_repro_folder_and_its_error(tmp_path):
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert f"--gaps -o {out}`" in text                      # the regenerate line keeps the flag
-    for published in ("LSTM-LM (exact NLL)", "vae + anneal", "AE pretrain + free bits (lambda 5)"):
+    for published in ("LSTM-LM (exact NLL)", "vae + anneal", "AE pretrain + free bits (lambda 5)", "cyclical anneal",
+                      "aggressive"):
         assert f" vs {published} (Li et al. 2019) |" in text
-    assert "cyclical" not in text                           # ptb-repro runs no cyclical annealing
+    assert "bn-vae" not in text                             # no published BN-VAE row at this protocol
     bad = runner.invoke(cli, ["table", "quick", "--results", str(PTB_REPRO), "--gaps"])
     assert bad.exit_code != 0 and bad.output.count("\n") == 1 and "names no published rows" in bad.output
 

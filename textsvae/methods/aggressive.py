@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class AggressiveParams:
-    max_inner: int = param(100, "at most this many encoder steps before each decoder step (He et al.: 100)")
+    max_inner: int = param(99, "at most this many encoder steps before each decoder step "
+                               "(He et al.'s `while sub_iter < 100` from sub_iter = 1: 99)")
     check_every: int = param(15, "compare the encoder's mean loss per word every this many inner steps (He et al.: 15)")
 
     def __post_init__(self) -> None:
@@ -33,8 +34,8 @@ class Aggressive(Method):
     steps the mean loss per word of the last block is compared with the previous block's and the
     loop stops when it got worse, or after `max_inner` steps (the block's loss is summed on the
     device, so a GPU waits for it once per check, not at every step). Then one step on the current batch
-    updates the decoder only. Once validation MI fails to rise after an epoch, the aggressive phase
-    ends and each step updates both. Encoder and decoder have their own optimisers (method state,
+    updates the decoder only. Once an epoch's validation MI falls below the previous epoch's, the
+    aggressive phase ends and each step updates both. Encoder and decoder have their own optimisers (method state,
     checkpointed); when the trainer halves the LR both are rebuilt at the new LR, as He et al. do.
     """
 
@@ -44,7 +45,7 @@ class Aggressive(Method):
     def __init__(self, params: AggressiveParams | None = None):
         super().__init__(params)
         self.aggressive = True
-        self.pre_mi = -math.inf
+        self.pre_mi = 0.0                                  # He et al.'s starting `pre_mi = 0`
         self.last_inner_steps = 0
         self.lr: float | None = None                       # the LR the optimisers were built with
         self.enc_opt: torch.optim.Optimizer | None = None
@@ -106,11 +107,12 @@ class Aggressive(Method):
         return out
 
     def end_epoch(self, trainer: "TrainingContext", valid: dict[str, float]) -> None:
-        """He et al.: stop the aggressive phase once validation MI does not rise."""
+        """He et al.: the aggressive phase ends after the first epoch whose validation MI is below the
+        previous epoch's (below 0 for the first); no MI to compare (the LM) ends it too."""
         if not self.aggressive:
             return
         mi = valid.get("mi", -math.inf)
-        if mi <= self.pre_mi:
+        if mi < self.pre_mi:
             self.aggressive = False
         self.pre_mi = mi
 
