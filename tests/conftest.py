@@ -26,6 +26,14 @@ def write_bench():
 
 
 @pytest.fixture
+def ptb_dir() -> Path:
+    """The real PTB folder (train, valid, test) beside the repository; the test skips without it."""
+    if not PTB.is_dir():
+        pytest.skip("../shared/data/ptb is not present")
+    return PTB
+
+
+@pytest.fixture
 def ptb_cut(tmp_path: Path) -> Path:
     """The first lines of real PTB: 400 train, 100 valid, 100 test sentences."""
     if not PTB.is_dir():

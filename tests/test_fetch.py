@@ -12,14 +12,10 @@ from textsvae.config import DataConfig
 from textsvae.data import load_corpus
 from textsvae.data.fetch import SOURCES, digest_of
 
-from conftest import PTB
-
 
 @pytest.fixture
-def ptb_copy(tmp_path):
-    if not PTB.is_dir():
-        pytest.skip("../shared/data/ptb is not present")
-    return PTB
+def ptb_copy(ptb_dir):
+    return ptb_dir
 
 
 def fetch(*args):

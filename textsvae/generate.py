@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import torch
 
 from .config import ConfigError, EvalConfig, RunConfig
+from .data.corpus import split_labels
 from .data.vocab import UNK_ID, UNK_SPELLINGS
 from .decoding import DecodeOptions, decode
 from .evaluation import encode_ids
@@ -90,14 +91,7 @@ def read_lines(path: str | Path) -> tuple[list[str], list[str | None]]:
         raw = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not valid UTF-8 (byte {exc.start})") from None
-    texts, labels = [], []
-    for line in raw.splitlines():
-        label, sep, text = line.partition("\t")
-        if not sep:
-            label, text = None, line
-        if text.strip():
-            texts.append(text)
-            labels.append(label)
+    texts, labels = split_labels(raw.splitlines())
     if not texts:
         raise ConfigError(f"{path} has no non-blank lines")
     return texts, labels

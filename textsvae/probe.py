@@ -76,18 +76,6 @@ def fit_probe(train_x: torch.Tensor, train_y: Sequence, test_x: torch.Tensor, te
 PROBE_SPLITS = ("train", "test")
 
 
-def probe_run(run_dir, seed: int = 12345) -> dict[str, float] | None:
-    """Probe a trained run for its corpus's labels (see `probe_loaded`); None without labels or z."""
-    from .data.corpus import load_corpus
-    from .run_eval import load_model
-
-    model, method, config, vocab, device = load_model(run_dir)
-    if model.is_lm:
-        return None
-    corpus = load_corpus(config.data, vocab=vocab, needed=PROBE_SPLITS, seed=config.train.seed)
-    return probe_loaded(model, method, config, corpus, device, seed)
-
-
 def probe_loaded(model, method, config, corpus, device, seed: int = 12345) -> dict[str, float] | None:
     """{probe_*} metrics on test of a loaded run whose corpus holds train and test, or None without labels/z.
 

@@ -28,6 +28,19 @@ class CorpusError(ValueError):
     """A corpus that cannot be read; the message is one line for the user."""
 
 
+def split_labels(lines) -> tuple[list[str], list[str | None]]:
+    """The non-blank lines and their labels: a line `label<TAB>text` is labelled, any other line is not."""
+    texts, labels = [], []
+    for line in lines:
+        label, tab, text = line.partition("\t")
+        if not tab:
+            label, text = None, line
+        if text.strip():
+            texts.append(text)
+            labels.append(label)
+    return texts, labels
+
+
 @dataclass
 class Corpus:
     """Token ids per split (without <s> and </s>), the tokenizer, and optional line labels."""
@@ -168,14 +181,7 @@ def read_raw_splits(cfg: DataConfig, needed: tuple[str, ...] = SPLITS) -> tuple[
         for split in needed:
             if split not in raw:
                 raise CorpusError(f"corpus {cfg.data} has no '{split}' split")
-            kept, kept_labels = [], []
-            for line in raw[split]:
-                label = None
-                if "\t" in line:
-                    label, line = line.split("\t", 1)
-                if line.strip():
-                    kept.append(line)
-                    kept_labels.append(label)
+            kept, kept_labels = split_labels(raw[split])
             if not kept:
                 raise CorpusError(f"the '{split}' split of {cfg.data} has no non-blank lines")
             lines[split], labels[split] = kept, kept_labels
