@@ -63,13 +63,8 @@ class _Stepper:
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits (R, V) of the next word after `tokens` (R,), advancing every layer's state."""
         d, z = self.decoder, self.z
-        x = d.embed(tokens).unsqueeze(1)                                                   # (R, 1, E)
-        if d.uses_z:
-            x = torch.cat([x, z.unsqueeze(1)], dim=-1)
-        for k, lstm in enumerate(d.layers):
-            if k > 0 and d.skip:
-                x = torch.cat([x, z.unsqueeze(1)], dim=-1)
-            x, self.states[k] = lstm(x, self.states[k])
+        x, self.states = d.run_layers(d.embed(tokens).unsqueeze(1), None if z is None else z.unsqueeze(1),
+                                      self.states)                                         # (R, 1, H)
         return d.out.logits(x[:, 0], z).float()
 
     def reorder(self, index: torch.Tensor) -> None:

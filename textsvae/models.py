@@ -107,13 +107,20 @@ class Decoder(nn.Module):
             if n_samples is not None:
                 x = x.repeat_interleave(n_samples, dim=0)            # (B * S, T, E)
             x = self.drop_in(x)
-            if self.uses_z:
-                x = torch.cat([x, z_steps], dim=-1)
-        for k in range(first, self.n_layers):
-            if k > 0 and self.skip:
-                x = torch.cat([x, z_steps], dim=-1)
-            x, _ = self.layers[k](x, states[k])
+        x, _ = self.run_layers(x, z_steps, states, first)
         return self.drop_out(x)
+
+    def run_layers(self, x: torch.Tensor, z_steps: torch.Tensor | None, states: list, first: int = 0
+                   ) -> tuple[torch.Tensor, list]:
+        """Layers `first`.. over x (R, T, in), where z enters them: z_steps (R, T, D) joins layer 1's input
+        and, for the skip decoder, every layer's above it. Returns the top layer's outputs (R, T, H) and
+        each layer's last (h, c) (None for the layers below `first`, as given)."""
+        last = list(states)
+        for k in range(first, self.n_layers):
+            if z_steps is not None and (k == 0 or self.skip):
+                x = torch.cat([x, z_steps], dim=-1)
+            x, last[k] = self.layers[k](x, states[k])
+        return x, last
 
 
 
