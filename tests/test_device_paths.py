@@ -24,6 +24,7 @@ from textsvae.evaluation import iw_log_weights, iw_nll, posterior, sentence_nois
 from textsvae.methods import build_method, method_names
 from textsvae.models import TextVAE
 from textsvae.optim import sparse_embeddings
+from textsvae.stop_signals import StopRequest
 from textsvae.train import Trainer
 
 META = torch.device("meta")
@@ -90,7 +91,7 @@ def test_training_steps_make_no_host_sync(name, decoder, device, tiny_corpus, tm
 
     monkeypatch.setattr(trainer, "run_validation", reached_validation)
     with pytest.raises(ReachedValidation), no_host_sync(device):
-        trainer._run_epoch({"flag": False})
+        trainer._run_epoch(StopRequest())
     assert trainer.state.step == 2 and checks == [2]          # the loop's one deliberate read, after step 2
 
 

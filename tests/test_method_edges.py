@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from textsvae.lr_rules import end_of_epoch
 from textsvae.config import ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
 from textsvae.methods import build_method
@@ -288,7 +289,7 @@ def test_the_end_of_a_whole_autoencoder_run_is_logged_with_its_best_epoch(tiny_c
     trainer = _trainer(tmp_path, tiny_corpus, m, epochs=3)
     trainer.run_dir.mkdir(parents=True)
     trainer.state.epoch = 1
-    trainer._after_validation(50.0)                                       # best.pt: epoch 1
+    end_of_epoch(trainer, 50.0)                                       # best.pt: epoch 1
     s = trainer.state
     s.epoch, s.step, s.done, s.stop_reason = 3, 6, True, "reached 3 epochs"
     m.end_epoch(trainer, {})

@@ -12,6 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from textsvae.lr_rules import end_of_epoch
 from textsvae.decoders import decoder_names
 from textsvae.cli import cli
 from textsvae.config import ConfigError, apply_overrides, preset_config
@@ -135,7 +136,7 @@ def test_method_state_changed_by_training_is_restored(name, tiny_corpus, tmp_pat
         return
     prefix = "aggressive." if "+" in name else ""
     part = fresh.parts[0] if "+" in name else fresh
-    assert untrained[f"{prefix}pre_mi"] == -math.inf and untrained[f"{prefix}inner_steps"] == 0
+    assert untrained[f"{prefix}pre_mi"] == 0.0 and untrained[f"{prefix}inner_steps"] == 0       # He et al.: pre_mi = 0
     assert f"{prefix}enc_opt" not in untrained
     assert state[f"{prefix}pre_mi"] == pytest.approx(last["valid_mi"])      # epoch 1's validation MI
     assert 1 <= state[f"{prefix}inner_steps"] <= 4 and state[f"{prefix}lr"] == last["lr"]
@@ -598,7 +599,7 @@ def test_lr_halving_reloads_the_best_model_but_not_an_earlier_phase(tiny_corpus,
     trainer = make_trainer(tmp_path, tiny_corpus, m, epochs=10, decay_start_epoch=0, decay_patience=1)
     trainer.run_dir.mkdir(parents=True)
     trainer.state.epoch = 1
-    trainer._after_validation(100.0)                                      # best.pt: epoch 1, still pretraining
+    end_of_epoch(trainer, 100.0)                                      # best.pt: epoch 1, still pretraining
     best = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     m.pretraining, m.reset_step = False, 7                                # phase 2 began
     with torch.no_grad():
@@ -606,7 +607,7 @@ def test_lr_halving_reloads_the_best_model_but_not_an_earlier_phase(tiny_corpus,
             p.add_(1.0)
     lr = trainer.state.lr
     trainer.state.epoch = 2
-    trainer._after_validation(120.0)                                      # worse: plateau, halve and reload
+    end_of_epoch(trainer, 120.0)                                      # worse: plateau, halve and reload
     assert trainer.state.lr == lr / 2 and trainer.state.decays == 1
     assert all(torch.equal(v, best[k]) for k, v in trainer.model.state_dict().items())
     assert m.state_dict() == {"pretraining": False, "reset_step": 7}
@@ -632,17 +633,17 @@ def test_a_whole_autoencoder_run_then_a_new_run_from_its_best_model(tiny_corpus,
         for p in trainer.model.parameters():
             p.fill_(0.25)
     s.epoch = 1
-    trainer._after_validation(m.selection_loss({"loss": 200.0, "rec": 50.0}))   # best.pt: the AE of epoch 1
+    end_of_epoch(trainer, m.selection_loss({"loss": 200.0, "rec": 50.0}))   # best.pt: the AE of epoch 1
     with torch.no_grad():
         for p in trainer.model.parameters():
             p.fill_(0.75)
     s.epoch = 2
-    trainer._after_validation(m.selection_loss({"loss": 150.0, "rec": 60.0}))   # worse by rec: LR halved
+    end_of_epoch(trainer, m.selection_loss({"loss": 150.0, "rec": 60.0}))   # worse by rec: LR halved
     assert s.decays == 1 and s.lr == lr0 / 2 and not s.done
     m.end_epoch(trainer, {})
     assert m.pretraining                                                  # the AE run goes on
     s.epoch = 3
-    trainer._after_validation(m.selection_loss({"loss": 150.0, "rec": 55.0}))
+    end_of_epoch(trainer, m.selection_loss({"loss": 150.0, "rec": 55.0}))
     assert s.done and s.stop_reason == "reached 3 epochs"
     for p in trainer.model.parameters():
         p.data.fill_(0.9)                                                 # the last epoch's weights
@@ -656,13 +657,13 @@ def test_a_whole_autoencoder_run_then_a_new_run_from_its_best_model(tiny_corpus,
     assert (s.best_loss, s.best_epoch, s.bad_epochs) == (math.inf, -1, 0) and trainer.optimizer is not old_optimizer
     # the second run's epochs count from its start: run epoch 4 is its first of 3, not past the budget
     s.epoch = 4
-    trainer._after_validation(m.selection_loss({"loss": 120.0, "rec": 1.0}))   # by -ELBO now
+    end_of_epoch(trainer, m.selection_loss({"loss": 120.0, "rec": 1.0}))   # by -ELBO now
     assert not s.done and s.best_epoch == 4
     s.epoch = 5
-    trainer._after_validation(130.0)
+    end_of_epoch(trainer, 130.0)
     assert s.decays == 1 and s.lr == lr0 / 2 and not s.done
     s.epoch = 6
-    trainer._after_validation(125.0)
+    end_of_epoch(trainer, 125.0)
     assert s.done and s.stop_reason == "reached 3 epochs of phase 2"
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from textsvae.lr_rules import end_of_epoch
 from textsvae import device as D
 from textsvae import io as tio
 from textsvae import train as T
@@ -517,7 +518,7 @@ class Driven(NamedTuple):
 
 
 def drive_rule(tmp_path: Path, losses: list[float], **settings) -> Driven:
-    """Feed `losses` to Trainer._after_validation as successive epochs' validation losses, the model's weights
+    """Feed `losses` to lr_rules.end_of_epoch as successive epochs' validation losses, the model's weights
     set to the epoch's number first (so a reload shows as an older number). Initial LR 1.0, as in the peers'
     code."""
     config = apply_overrides(tiny(), {"epochs": len(losses), "lr": 1.0, **settings})
@@ -531,7 +532,7 @@ def drive_rule(tmp_path: Path, losses: list[float], **settings) -> Driven:
         with torch.no_grad():
             for p in trainer.model.parameters():
                 p.fill_(trainer.state.epoch)
-        trainer._after_validation(loss)
+        end_of_epoch(trainer, loss)
         if trainer.state.done:
             break
         held.append(int(next(trainer.model.parameters()).flatten()[0]))

@@ -58,6 +58,19 @@ def write_state(run_dir: Path, status: str, epoch: int, step: int, message: str 
         "version": __version__, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
+def write_summary(run_dir: Path, state, device) -> dict[str, Any]:
+    """summary.json of a finished run from its TrainState and log.jsonl: epochs, steps, why it stopped, the
+    best epoch and its validation metrics, the last epoch's row, device and version. Returns it."""
+    rows = read_jsonl(run_dir / "log.jsonl")
+    best = next((r for r in rows if r["epoch"] == state.best_epoch), rows[-1] if rows else {})
+    summary = {"epochs": state.epoch, "steps": state.step, "stop_reason": state.stop_reason,
+               "best_epoch": state.best_epoch, "train_seconds": state.train_seconds,
+               "best_valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_")},
+               "last": rows[-1] if rows else {}, "device": str(device), "version": __version__}
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
 def read_run_config(run_dir: str | Path) -> RunConfig:
     """The RunConfig saved in a run folder."""
     run_dir = Path(run_dir)

@@ -1,36 +1,37 @@
-"""The one training loop: epochs of method steps, validation at beta = 1, the LR rules of the peers' code
-(LR_RULES), the full state checkpointed each epoch and on Ctrl-C, exact resume.
+"""The one training loop: epochs of method steps, validation at beta = 1, the full state checkpointed each
+epoch and on Ctrl-C, exact resume.
 
-The run folder's files are `rundir`'s; the device and precision checks are `device`'s.
+Its side jobs have their own modules: what happens after each validation (best model, LR rule, stop) is
+`lr_rules`', last.pt `training_checkpoint`'s, the loop state and RNGs `run_state`'s, stop signals
+`stop_signals`', the run folder's files `rundir`'s, the device and precision checks `device`'s.
 """
 from __future__ import annotations
 
 import logging
 import math
-import random
-import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from .version import __version__
 from .config import EXECUTION_FIELDS, RunConfig, apply_overrides
 from .data.batching import bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
 from .device import check_training_precisions, resolve_device
-from .io import append_jsonl, atomic_write_json, read_jsonl, remove_partial_writes
+from .io import append_jsonl, atomic_write_json, remove_partial_writes
+from .lr_rules import LR_RULES, end_of_epoch
 from .methods import Method, build_method
 from .models import TextVAE, count_parameters
 from .optim import clip_grad_norm, sparse_embeddings
-from .rundir import (RunError, check_checkpoint, load_checkpoint, prepare_new_run, read_run_config,
-                     refuse_existing_run, save_checkpoint, truncate_log, write_state)
+from .rundir import (RunError, load_checkpoint, prepare_new_run, read_run_config, refuse_existing_run,
+                     truncate_log, write_state, write_summary)
+from . import training_checkpoint
+from .run_state import EpochTotals, TrainState, seed_everything
+from .stop_signals import Preempted, StopRequest, stop_signals
 from .trackers import RunTracking, parse_track
-from .validation import validation_metrics
+from .validation import monitor, validation_metrics
 
 log = logging.getLogger(__name__)
 
@@ -38,56 +39,8 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-class Preempted(KeyboardInterrupt):
-    """SIGTERM, SIGUSR1 or SIGUSR2 (a scheduler's pre-emption or time-limit warning) stopped the run after
-    a step, with last.pt saved and state.json 'interrupted': `resume_run` continues it exactly. Not an
-    error (a KeyboardInterrupt, so no `except Exception` marks the run failed)."""
-
-
-# fit's handler: a first one stops after the current step and saves last.pt; a second Ctrl-C stops at once
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
-                     if hasattr(signal, name))
-
-
-@dataclass
-class TrainState:
-    """Everything besides tensors that a resumed run needs to continue exactly."""
-
-    epoch: int = 0                 # epochs completed
-    step: int = 0                  # optimiser steps taken
-    batch_in_epoch: int = 0        # batches of the current epoch already done (Ctrl-C mid-epoch)
-    lr: float = 0.0
-    decays: int = 0                # LR halvings so far (skip-vae: > 0 once it halves every epoch)
-    bad_epochs: int = 0            # worse epochs in a row (validation loss above plateau_loss)
-    plateau_loss: float = math.inf  # the last non-worse validation loss (the plateau rule's reference)
-    best_loss: float = math.inf
-    best_epoch: int = -1
-    done: bool = False
-    stop_reason: str = ""
-    phase_start: int = 0           # epochs completed when this phase began (the LR rule and budget count from it)
-    train_seconds: float = 0.0
-    partial: dict[str, float] = field(default_factory=dict)  # sums of the interrupted epoch
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+__all__ = ["Preempted", "TrainState", "Trainer", "TrainingDiverged", "epoch_order", "resume_run", "train_run",
+           "LR_RULES"]
 
 
 def epoch_order(n_lengths: list[int], batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -161,30 +114,12 @@ class Trainer:
         write_state(self.run_dir, status, self.state.epoch, self.state.step, message)
 
     def save_checkpoint(self) -> None:
-        """last.pt: everything a resumed run needs to continue exactly."""
-        save_checkpoint(self.run_dir / "last.pt", self.config, self.corpus.vocab, model=self.model.state_dict(),
-                        optimizer=self.optimizer.state_dict(), method=self.method.state_dict(),
-                        state=self.state.__dict__, rng=_rng_state())
+        """last.pt (training_checkpoint)."""
+        training_checkpoint.save_last(self)
 
     def load_full_checkpoint(self, path: Path) -> None:
-        """Restore model, optimiser, method, loop state and RNGs; a checkpoint of another run is refused."""
-        ckpt = load_checkpoint(path)
-        if not isinstance(ckpt, dict) or not {"model", "optimizer", "state", "rng"} <= set(ckpt):
-            raise RunError(f"checkpoint {path} is not a full training checkpoint (a best.pt or a foreign file?)")
-        check_checkpoint(ckpt, path, self.corpus.vocab, self.config)
-        try:
-            self.model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise RunError(f"checkpoint {path} does not match the model config: "
-                           f"{str(exc).splitlines()[0]}") from None
-        try:
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.method.load_state_dict(ckpt.get("method", {}))
-            self.state = TrainState(**ckpt["state"])
-            _set_rng_state(ckpt["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise RunError(f"checkpoint {path} does not fit this run ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        """Continue from a last.pt (training_checkpoint.restore)."""
+        training_checkpoint.restore(self, path)
 
     # -- the loop --------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -192,63 +127,47 @@ class Trainer:
         log.info("model: %s decoder, %d parameters, %d train sentences, %d steps/epoch, device %s",
                  self.config.model.decoder, count_parameters(self.model), len(self._lengths),
                  self.steps_per_epoch, self.device)
-        interrupted = {"flag": False, "saved": False, "signal": ""}
-
-        def on_signal(signum, frame):
-            if interrupted["flag"]:
-                if signum == signal.SIGINT:  # a second Ctrl-C: stop now; last.pt is the previous complete checkpoint
-                    raise KeyboardInterrupt
-                return  # a repeated SIGTERM (Slurm may send more than one) must not abort the save
-            interrupted.update(flag=True, signal="Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name)
-            log.warning("%s: stopping after this step and saving last.pt (%s)", interrupted["signal"],
-                        "press again to stop at once" if signum == signal.SIGINT else "resume it later")
-
         self.tracking = RunTracking(self.config, self.run_dir)
         status = "failed"
-        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS} if _in_main_thread() else {}
-        try:
-            while not self.state.done:
-                self._run_epoch(interrupted)
-                if interrupted["flag"] and not self.state.done:
-                    self.save_checkpoint()
-                    by = interrupted["signal"]
-                    self._write_state("interrupted", f"stopped by {by} at step {self.state.step}")
-                    interrupted["saved"] = True
-                    if by == "Ctrl-C":
-                        raise KeyboardInterrupt
-                    raise Preempted(f"stopped by {by} at step {self.state.step}; last.pt is saved and resumes it")
-            status = "finished"
-        except TrainingDiverged as exc:
-            self._write_state("failed", str(exc))
-            raise
-        except KeyboardInterrupt:
-            status = "interrupted"
-            if not interrupted.get("saved"):  # a second Ctrl-C (or one outside the handler)
-                self._write_state("interrupted", "stopped at once by Ctrl-C; last.pt is the last complete checkpoint")
-            raise
-        finally:
-            self.tracking.close(status)
-            for sig, handler in previous.items():
-                if handler is not None:
-                    signal.signal(sig, handler)
+        with stop_signals() as stop:
+            try:
+                while not self.state.done:
+                    self._run_epoch(stop)
+                    if stop.requested and not self.state.done:
+                        self._stop_after_step(stop)
+                status = "finished"
+            except TrainingDiverged as exc:
+                self._write_state("failed", str(exc))
+                raise
+            except KeyboardInterrupt:
+                status = "interrupted"
+                if not stop.saved:  # a second Ctrl-C (or one outside the handler)
+                    self._write_state("interrupted", "stopped at once by Ctrl-C; last.pt is the last complete checkpoint")
+                raise
+            finally:
+                self.tracking.close(status)
         return self._finish()
 
+    def _stop_after_step(self, stop: StopRequest) -> None:
+        """Save last.pt, mark the run interrupted and stop: KeyboardInterrupt for Ctrl-C, Preempted otherwise."""
+        self.save_checkpoint()
+        message = f"stopped by {stop.by} at step {self.state.step}"
+        self._write_state("interrupted", message)
+        stop.saved = True
+        if stop.by == "Ctrl-C":
+            raise KeyboardInterrupt
+        raise Preempted(f"{message}; last.pt is saved and resumes it")
+
     def _finish(self) -> dict[str, Any]:
-        summary = self._summary()
-        atomic_write_json(self.run_dir / "summary.json", summary)
+        summary = write_summary(self.run_dir, self.state, self.device)
         self._write_state("finished", self.state.stop_reason)
         return summary
 
-    def _run_epoch(self, interrupted: dict[str, bool]) -> None:
+    def _run_epoch(self, stop: StopRequest) -> None:
         t, s = self.config.train, self.state
         epoch = s.epoch
         self.model.train()
-        sums = {k: torch.zeros((), dtype=torch.float64, device=self.device) for k in ("rec", "kl", "loss")}
-        counts = {"sentences": 0, "tokens": 0, "beta": 0.0}
-        if s.batch_in_epoch and s.partial:  # resuming mid-epoch: carry the sums of the done part
-            for k in sums:
-                sums[k] += s.partial.get(k, 0.0)
-            counts = {k: s.partial.get(k, 0) for k in counts}
+        totals = EpochTotals(self.device, s.partial if s.batch_in_epoch else None)
         first_bad = torch.full((), -1, dtype=torch.long, device=self.device)  # 1-based step of the first NaN/inf
         start = time.perf_counter()
         desc = f"epoch {epoch + 1 - s.phase_start}/{t.epochs}" + (f" of phase 2 (run epoch {epoch + 1})"
@@ -261,28 +180,22 @@ class Trainer:
                 out = self.method.train_step(self, batch, beta)
                 # no host sync here: remember the first non-finite step on the device
                 first_bad = torch.where((first_bad < 0) & ~torch.isfinite(out.loss.detach()), s.step + 1, first_bad)
-                sums["rec"] += out.rec.detach().sum()
-                sums["kl"] += out.kl.detach().sum()
-                sums["loss"] += out.loss.detach() * len(batch)
-                counts["sentences"] += len(batch)
-                counts["tokens"] += batch.n_targets
-                counts["beta"] = beta
+                totals.add(out, len(batch), batch.n_targets, beta)
                 s.step += 1
                 s.batch_in_epoch = i + 1
                 if t.monitor_every and s.step % t.monitor_every == 0:
-                    self._monitor(beta)
+                    monitor(self, beta)
                 if s.step % 50 == 0 or i + 1 == self.steps_per_epoch:  # one host sync every 50 steps
                     self._check_finite(first_bad, epoch)
-                    bar.set_postfix(loss=f"{float(sums['loss']) / counts['sentences']:.2f}",
-                                    kl=f"{float(sums['kl']) / counts['sentences']:.2f}", beta=f"{beta:.2f}")
+                    bar.set_postfix(loss=f"{totals.mean('loss'):.2f}", kl=f"{totals.mean('kl'):.2f}", beta=f"{beta:.2f}")
                 bar.update(1)
-                if interrupted["flag"] or (t.max_steps is not None and s.step >= t.max_steps):
+                if stop.requested or (t.max_steps is not None and s.step >= t.max_steps):
                     break
         self._check_finite(first_bad, epoch)
         seconds = time.perf_counter() - start
         s.train_seconds += seconds
-        if interrupted["flag"] and s.batch_in_epoch < self.steps_per_epoch:
-            s.partial = {**{k: float(v) for k, v in sums.items()}, **counts}
+        if stop.requested and s.batch_in_epoch < self.steps_per_epoch:
+            s.partial = totals.partial()
             return
         s.partial = {}
         s.batch_in_epoch = 0
@@ -291,13 +204,13 @@ class Trainer:
         if not math.isfinite(valid["loss"]):
             raise TrainingDiverged(f"validation loss became {valid['loss']} after epoch {s.epoch} (step {s.step}); "
                                    f"the last good checkpoint is kept")
-        n = max(counts["sentences"], 1)
+        counts = totals.counts
         row = {"epoch": s.epoch, "step": s.step, "lr": s.lr, "beta": counts["beta"],
-               "train_loss": float(sums["loss"]) / n, "train_rec": float(sums["rec"]) / n,
-               "train_kl": float(sums["kl"]) / n, "train_sentences": counts["sentences"],
+               "train_loss": totals.mean("loss"), "train_rec": totals.mean("rec"),
+               "train_kl": totals.mean("kl"), "train_sentences": counts["sentences"],
                "tokens_per_s": counts["tokens"] / max(seconds, 1e-9), "seconds": seconds,
                **{f"valid_{k}": v for k, v in valid.items()}}
-        self._after_validation(self.method.selection_loss(valid))  # first: best.pt holds the validated model
+        end_of_epoch(self, self.method.selection_loss(valid))  # first: best.pt holds the validated model
         self.method.end_epoch(self, valid)
         row.update({f"method_{k}": v for k, v in self.method.state_dict().items()
                     if isinstance(v, (int, float, bool, str))})
@@ -308,19 +221,6 @@ class Trainer:
         self.save_checkpoint()
         if self.tracking is not None:   # after last.pt: a resumed run never redoes a step its trackers have
             self.tracking.log_row("epoch", row, s.step)
-
-    def _monitor(self, beta: float) -> None:
-        """Rec, KL, MI and AU on the monitor subset of valid, appended to monitor.jsonl (collapse as it happens)."""
-        subset = self.corpus.splits["valid"][: self.config.train.monitor_size]
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # leaves the training RNG (and so resume) untouched
-            valid = validation_metrics(self.model, self.method, subset, self.config, self.device)
-        s = self.state
-        row = {"step": s.step, "epoch": s.step / self.steps_per_epoch, "beta": beta,
-               **{f"valid_{k}": v for k, v in valid.items()}}
-        append_jsonl(self.run_dir / "monitor.jsonl", row)
-        if self.tracking is not None:
-            self.tracking.log_row("monitor", row, s.step, prefix="monitor/")
 
     def _check_finite(self, first_bad: torch.Tensor, epoch: int) -> None:
         step = int(first_bad)  # the host sync
@@ -346,100 +246,6 @@ class Trainer:
         s.phase_start, s.lr, s.decays, s.done, s.stop_reason = s.epoch, t.lr, 0, False, ""
         self.restart_model_selection()
         self.optimizer = self.make_optimizer(self.model.parameters(), s.lr)
-
-    def _after_validation(self, valid_loss: float) -> None:
-        """Keep the best model (best.pt, the model that is evaluated), apply the run's LR rule
-        (`lr_rule`, LR_RULES) and decide whether to stop. Epochs count from the start of the phase (0
-        but for a method that restarts one); once the budget is reached the LR is left alone, since the
-        run ends anyway."""
-        t, s = self.config.train, self.state
-        epochs = s.epoch - s.phase_start
-        improved = valid_loss < s.best_loss
-        if improved:
-            s.best_loss, s.best_epoch = valid_loss, s.epoch
-            save_checkpoint(self.run_dir / "best.pt", self.config, self.corpus.vocab,
-                            model=self.model.state_dict(), epoch=s.epoch, method=self.method.state_dict())
-        if epochs < t.epochs:
-            LR_RULES[t.lr_rule](self, valid_loss, improved)
-        if s.done:
-            return
-        if epochs >= t.epochs:
-            s.done, s.stop_reason = True, f"reached {t.epochs} epochs" + (" of phase 2" if s.phase_start else "")
-        elif t.max_steps is not None and s.step >= t.max_steps:
-            s.done, s.stop_reason = True, f"reached the budget of {t.max_steps} steps"
-
-    def _summary(self) -> dict[str, Any]:
-        rows = read_jsonl(self.run_dir / "log.jsonl")
-        best = next((r for r in rows if r["epoch"] == self.state.best_epoch), rows[-1] if rows else {})
-        return {"epochs": self.state.epoch, "steps": self.state.step, "stop_reason": self.state.stop_reason,
-                "best_epoch": self.state.best_epoch, "train_seconds": self.state.train_seconds,
-                "best_valid": {k[6:]: v for k, v in best.items() if k.startswith("valid_")},
-                "last": rows[-1] if rows else {}, "device": str(self.device), "version": __version__}
-
-
-# -- the LR rules (config.LR_RULES; docs/protocol.md section 6) ---------------------------------------
-# Each is called after an epoch's validation (best.pt already updated) with that epoch's selection loss
-# and whether it beat the best so far, and may change the LR or end the run through trainer.state.
-
-def plateau_rule(trainer: Trainer, valid_loss: float, improved: bool) -> None:
-    """He et al.'s and Li et al.'s VAE rule (jxhe/vae-lagging-encoder text.py, bohanli/vae-pretraining-encoder
-    text_anneal_fb.py); with decay_start_epoch = 0 and decay_patience = 2 also Li et al.'s LM rule (lm.py).
-
-    An epoch is worse when its validation loss exceeds the last non-worse epoch's. After
-    `decay_patience` worse epochs in a row, once more than `decay_start_epoch` epochs are done,
-    best.pt is reloaded, the LR halved with a fresh optimiser, and that epoch's loss becomes the
-    reference. The `max_decays`-th such plateau ends the run (their code breaks right after that
-    halving, so its LR is never trained).
-    """
-    t, s = trainer.config.train, trainer.state
-    if valid_loss <= s.plateau_loss:
-        s.plateau_loss, s.bad_epochs = valid_loss, 0
-    else:
-        s.bad_epochs += 1
-    if s.epoch - s.phase_start <= t.decay_start_epoch or s.bad_epochs < t.decay_patience:
-        return
-    s.decays += 1
-    s.bad_epochs, s.plateau_loss = 0, valid_loss
-    if s.decays >= t.max_decays:
-        s.done, s.stop_reason = True, f"stopped at validation plateau {s.decays} (max_decays={t.max_decays})"
-        return
-    s.lr /= 2
-    # the method's state is not rolled back: phases (aggressive, pretrain-fb) only move forward, as in
-    # He et al.'s code, where only the model is reloaded
-    trainer.reload_best()
-    trainer.optimizer = trainer.make_optimizer(trainer.model.parameters(), s.lr)
-    log.info("validation plateau: reloaded epoch %d, LR halved to %g", s.best_epoch, s.lr)
-
-
-def skip_vae_rule(trainer: Trainer, valid_loss: float, improved: bool) -> None:
-    """Skip-VAE's rule (yoonkim/skip-vae, train_text_skip.py).
-
-    The decay starts at the first epoch, counted from 1, at or after epoch `decay_start_epoch` whose
-    validation loss is not below the best so far: the LR is halved after that epoch and after every
-    later one, improving or not, in the same optimiser and without reloading best.pt. The run ends
-    when the halved LR would fall below `min_lr` (their code breaks before training at it).
-    """
-    t, s = trainer.config.train, trainer.state
-    decaying = s.decays > 0 or (not improved and s.epoch - s.phase_start >= t.decay_start_epoch)
-    if not decaying:
-        return
-    s.decays += 1
-    if s.lr / 2 < t.min_lr:
-        s.done, s.stop_reason = True, f"stopped at halving {s.decays}: LR {s.lr / 2:g} < min_lr={t.min_lr:g}"
-        return
-    s.lr /= 2
-    for group in trainer.optimizer.param_groups:   # their code sets the LR in place: optimiser state kept
-        group["lr"] = s.lr
-    log.info("LR halved to %g (skip-vae rule)", s.lr)
-
-
-LR_RULES = {"plateau": plateau_rule, "skip-vae": skip_vae_rule}
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _progress(total: int, desc: str, enabled: bool, initial: int = 0):

@@ -65,3 +65,20 @@ def validation_metrics(model: "TextVAE", method: "Method", sentences: list[list[
 def _exp(x: float) -> float:
     """exp(x), inf instead of OverflowError for a diverged model's perplexity."""
     return math.exp(x) if x < 709.0 else math.inf
+
+
+def monitor(trainer, beta: float) -> None:
+    """Rec, KL, MI and AU on the monitor subset of valid (the first `monitor_size` sentences) at the current
+    step, appended to monitor.jsonl and the trackers: collapse as it happens. The training RNG is untouched."""
+    from .io import append_jsonl
+
+    subset = trainer.corpus.splits["valid"][: trainer.config.train.monitor_size]
+    devices = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # leaves the training RNG (and so resume) untouched
+        valid = validation_metrics(trainer.model, trainer.method, subset, trainer.config, trainer.device)
+    s = trainer.state
+    row = {"step": s.step, "epoch": s.step / trainer.steps_per_epoch, "beta": beta,
+           **{f"valid_{k}": v for k, v in valid.items()}}
+    append_jsonl(trainer.run_dir / "monitor.jsonl", row)
+    if trainer.tracking is not None:
+        trainer.tracking.log_row("monitor", row, s.step, prefix="monitor/")
