@@ -50,7 +50,8 @@ class RunOutcome:
 
 
 def run_status(folder: Path) -> str:
-    """'finished' or 'failed' (bench.json), else 'missing' (never started, half-trained or unevaluated)."""
+    """'finished' or 'failed' (bench.json), 'damaged' (finished, rows.csv unreadable), else 'missing' (never
+    started, half-trained or unevaluated)."""
     from .results import read_status
 
     return read_status(folder).get("status", "missing")
@@ -73,6 +74,11 @@ def execute_run(task: RunTask) -> RunOutcome:
     try:
         remove_partial_writes(folder)  # a killed holder's half-written files; the lock is ours now
         status = run_status(folder)
+        if status == "damaged":      # finished, but its rows.csv does not read: rebuilt, re-evaluated if need be
+            if rebuild_rows(folder, spec, task.provenance):
+                return RunOutcome(spec.run_id, "finished", "rows.csv rebuilt from its evaluation",
+                                  time.perf_counter() - start)
+            status = "missing"
         if status == "finished" or (status == "failed" and not task.retry_failed):
             return RunOutcome(spec.run_id, "done" if status == "finished" else "failed", "already " + status)
         try:
@@ -97,6 +103,30 @@ def execute_run(task: RunTask) -> RunOutcome:
         return RunOutcome(spec.run_id, "finished", "", time.perf_counter() - start)
     finally:
         release_lock(lock)
+
+
+def rebuild_rows(folder: Path, spec: RunSpec, provenance: dict[str, Any]) -> bool:
+    """rows.csv of a finished run written again from its summary.json and each split's evaluation JSON
+    (eval_seconds unknown: NaN); False when one of them is missing or the run is probed (the probe's
+    metrics are kept only in rows.csv), so that the run is evaluated again."""
+    import math
+
+    from .results import write_rows
+    from .run_eval import eval_path
+
+    summary_file = folder / "summary.json"
+    if spec.probe or not summary_file.is_file():
+        return False
+    evals = {}
+    for split in spec.eval_splits:
+        found = [eval_path(folder, split, k) for k in dict.fromkeys((spec.config.eval.iw_samples, 0))]
+        found = [path for path in found if path.is_file()]
+        if not found:
+            return False
+        evals[split] = json.loads(found[0].read_text())
+    write_rows(folder, spec, json.loads(summary_file.read_text()), evals, math.nan, provenance)
+    log.warning("%s: rows.csv was unreadable; rebuilt from %s", folder, ", ".join(f"eval_{s}" for s in evals))
+    return True
 
 
 def check_machine(spec: RunSpec) -> None:

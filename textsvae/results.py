@@ -8,7 +8,6 @@ date). Each run folder holds its `rows.csv` (written atomically) and `bench.json
 from __future__ import annotations
 
 import json
-import logging
 import math
 import time
 from pathlib import Path
@@ -23,8 +22,6 @@ from .metric_registry import METRICS
 if TYPE_CHECKING:
     from .grid import RunSpec
 
-log = logging.getLogger(__name__)
-
 COLUMNS = ["run_id", "benchmark", "dataset", "decoder", "method", "label", "params", "seed", "split", "metric",
            "value", "status", "iw_samples", "mi_n", "mi_samples", "au_threshold", "n_sentences", "epochs", "steps",
            "train_seconds", "eval_seconds", "wall_seconds", "tokens_per_s", "device", "machine", "git_commit",
@@ -37,13 +34,41 @@ class ResultsError(ConfigError):
 
 # -- writing ----------------------------------------------------------------------------------------
 def read_status(folder: Path) -> dict[str, Any]:
+    """bench.json of a run folder whose rows.csv exists, else {}; a finished run whose rows.csv does not read
+    as rows has status 'damaged' (bench rebuilds its rows)."""
     path = Path(folder) / "bench.json"
     if not path.is_file() or not (Path(folder) / "rows.csv").is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        status = json.loads(path.read_text())
     except ValueError:
         return {}
+    if status.get("status") == "finished" and unreadable_rows(Path(folder) / "rows.csv"):
+        return {**status, "status": "damaged"}
+    return status
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """One run's rows.csv; ResultsError (one line) when it does not read as rows."""
+    problem = unreadable_rows(path)
+    if problem:
+        raise ResultsError(f"{path} is unreadable ({problem}); `textsvae bench` rebuilds it from the run's "
+                           f"evaluation")
+    return pd.read_csv(path, dtype={"run_id": str, "params": str, "error": str})
+
+
+def unreadable_rows(path: Path) -> str:
+    """Why rows.csv at path is not a table of rows ('' when it is): unparsable, no rows, or a column missing."""
+    try:
+        frame = pd.read_csv(path, dtype={"run_id": str, "params": str, "error": str})
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    missing = [c for c in ("run_id", "status", "metric", "value") if c not in frame.columns]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    if frame.empty:
+        return "no rows"
+    return ""
 
 
 def runs_outside_grid(results_dir: Path, benchmark: str, run_ids: set[str]) -> list[str]:
@@ -108,12 +133,7 @@ def load_results(results_dir: str | Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ResultsError(f"results folder not found: {results_dir} (run `textsvae bench NAME` first)")
-    frames = []
-    for path in sorted(results_dir.glob("*/rows.csv")):
-        try:
-            frames.append(pd.read_csv(path, dtype={"run_id": str, "params": str, "error": str}))
-        except (ValueError, OSError) as exc:
-            log.warning("skipping unreadable %s (%s)", path, exc)
+    frames = [read_rows(path) for path in sorted(results_dir.glob("*/rows.csv"))]
     if not frames:
         return pd.DataFrame(columns=COLUMNS)
     return pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS)

@@ -36,6 +36,8 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
         return RunState(spec, "finished", finished_summary(folder))
     if status.get("status") == "failed":
         return RunState(spec, "failed", status.get("error", ""))
+    if status.get("status") == "damaged":
+        return RunState(spec, "started", "finished, but its rows.csv is unreadable: `bench` rebuilds it")
     log_rows = read_jsonl(folder / "log.jsonl") if (folder / "log.jsonl").exists() else []
     epochs = len(log_rows)
     budget = spec.config.train.epochs
