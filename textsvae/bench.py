@@ -112,10 +112,11 @@ def rebuild_rows(folder: Path, spec: RunSpec, provenance: dict[str, Any]) -> boo
     import math
 
     from .results import write_rows
+    from .rundir import read_summary
     from .run_eval import eval_path
 
-    summary_file = folder / "summary.json"
-    if spec.probe or not summary_file.is_file():
+    summary = read_summary(folder)
+    if spec.probe or not summary:
         return False
     evals = {}
     for split in spec.eval_splits:
@@ -124,7 +125,7 @@ def rebuild_rows(folder: Path, spec: RunSpec, provenance: dict[str, Any]) -> boo
         if not found:
             return False
         evals[split] = json.loads(found[0].read_text())
-    write_rows(folder, spec, json.loads(summary_file.read_text()), evals, math.nan, provenance)
+    write_rows(folder, spec, summary, evals, math.nan, provenance)
     log.warning("%s: rows.csv was unreadable; rebuilt from %s", folder, ", ".join(f"eval_{s}" for s in evals))
     return True
 
@@ -145,20 +146,20 @@ def _execution(spec: RunSpec, task: RunTask) -> dict[str, Any]:
 
 
 def _train(folder: Path, spec: RunSpec, task: RunTask, fresh: bool) -> dict[str, Any]:
-    from .rundir import RunError, read_run_config
+    from .rundir import RunError, has_config, read_run_config, read_state, read_summary
     from .train import resume_run, train_run
 
     execution = _execution(spec, task)
     config = apply_overrides(spec.config, execution)
     # no last.pt: killed before its first checkpoint (maybe between config.json and vocab.json), nothing to resume
-    if fresh or not (folder / "config.json").exists() or not (folder / "last.pt").exists():
+    if fresh or not has_config(folder) or not (folder / "last.pt").exists():
         return train_run(config, folder, force=True)
     saved = read_run_config(folder)
     if run_id(saved) != spec.run_id:
         raise RunError(f"{folder} holds a run of another config (id {run_id(saved)})")
-    state = json.loads((folder / "state.json").read_text()) if (folder / "state.json").exists() else {}
-    if state.get("status") == "finished" and (folder / "summary.json").exists():
-        return json.loads((folder / "summary.json").read_text())
+    summary = read_summary(folder)
+    if read_state(folder).get("status") == "finished" and summary:
+        return summary
     log.info("resuming %s", folder)
     return resume_run(folder, execution)
 

@@ -29,6 +29,7 @@ from .config import ConfigError
 from .metric_registry import metric
 from .metrics import log_aggregate_posterior, log_normal_diag
 from .run_eval import scores_beside
+from .rundir import read_config_dict
 from .tables import t_interval
 
 if TYPE_CHECKING:
@@ -106,8 +107,8 @@ def load_scores(run_dir: str | Path, split: str = "test", iw_samples: int | None
 
 def _run_seed(run_dir: Path) -> int | None:
     try:
-        return int(json.loads((run_dir / "config.json").read_text())["train"]["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int(read_config_dict(run_dir)["train"]["seed"])
+    except (KeyError, TypeError, ValueError):
         return None
 
 

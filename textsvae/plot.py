@@ -4,12 +4,12 @@ picture: valid_loss and lr, per epoch)."""
 from __future__ import annotations
 
 import io
-import json
 import logging
 from pathlib import Path
 
 from .config import ConfigError
 from .io import atomic_write_bytes, read_jsonl
+from .rundir import read_config_dict
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,7 @@ LATENT_KEYS = ("valid_kl", "valid_mi", "valid_au", "train_kl", "beta")   # nothi
 
 
 def _config(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    return read_config_dict(run_dir)
 
 
 def run_label(run_dir: Path) -> str:

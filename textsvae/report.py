@@ -20,7 +20,8 @@ from .gaps import build_gap_table, build_vs_table
 from .grid import Benchmark, RunSpec
 from .io import read_jsonl
 from .plot import curves_figure, png_bytes, without_latent
-from .results import ResultsError, load_results
+from .results import ResultsError, load_results, read_status
+from .rundir import read_config_dict, read_state, read_summary
 from .tables import build_table, provenance_lines, render_html_table
 from .status import RunState, grid_states
 
@@ -197,13 +198,6 @@ PROVENANCE = ("state", "epochs", "steps", "stop reason", "wall time", "device", 
               "date")
 
 
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _text(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
         return "-"
@@ -224,7 +218,7 @@ def run_provenance(state: RunState, df: pd.DataFrame, results_dir: str | Path) -
     folder = Path(results_dir) / state.spec.run_id
     mine = df[df.run_id == state.spec.run_id]
     row = mine.iloc[0].to_dict() if len(mine) else {}
-    summary, progress = _json(folder / "summary.json"), _json(folder / "state.json")
+    summary, progress = read_summary(folder), read_state(folder)
     epochs = row.get("epochs")
     if epochs is None or (isinstance(epochs, float) and math.isnan(epochs)):
         epochs = len(read_jsonl(folder / "log.jsonl")) or None
@@ -255,10 +249,10 @@ def _runs(states: list[RunState], df: pd.DataFrame, results_dir: Path) -> str:
 
 def _config_details(spec: RunSpec, state: RunState, results_dir: Path) -> str:
     folder = Path(results_dir) / spec.run_id
-    saved = _json(folder / "config.json")
+    saved = read_config_dict(folder)
     where = f"{folder / 'config.json'}" if saved else "the benchmark file (the run has no config.json yet)"
     config = json.dumps(saved or spec.config.to_dict(), indent=2, sort_keys=True)
-    status = _json(folder / "bench.json")
+    status = read_status(folder)
     extra = f"<p>bench.json: <code>{esc(json.dumps(status, sort_keys=True))}</code></p>" if status else ""
     return (f"<details><summary><code>{esc(spec.run_id)}</code> {esc(_describe(spec))} "
             f'(<span class="{esc(state.state)}">{esc(state.state)}</span>)</summary>\n'

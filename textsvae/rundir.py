@@ -52,6 +52,37 @@ def prepare_new_run(run_dir: Path, force: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_state(run_dir: str | Path) -> dict[str, Any]:
+    """state.json: status, message, epoch, step, version, time; {} when absent or unreadable."""
+    return _read_json(Path(run_dir) / "state.json")
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """summary.json of a finished run (see write_summary); {} when absent or unreadable."""
+    return _read_json(Path(run_dir) / "summary.json")
+
+
+def read_config_dict(run_dir: str | Path) -> dict[str, Any]:
+    """config.json as saved, unchecked (for display); {} when absent or unreadable. read_run_config checks it."""
+    return _read_json(Path(run_dir) / "config.json")
+
+
+def has_config(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / "config.json").exists()
+
+
+def write_config(run_dir: Path, config: RunConfig) -> None:
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+
+
 def write_state(run_dir: Path, status: str, epoch: int, step: int, message: str = "") -> None:
     atomic_write_json(run_dir / "state.json", {
         "status": status, "message": message, "epoch": epoch, "step": step,

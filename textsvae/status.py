@@ -7,7 +7,6 @@ folder with epochs logged but no lock: the next bench resumes it); missing (neve
 from __future__ import annotations
 
 import csv
-import json
 import math
 import socket
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from .io import read_jsonl
 from .locks import pid_alive, read_lock, stale_after
 from .metric_registry import fixed
 from .results import outside_grid_note, read_status
+from .rundir import has_config, read_state, read_summary
 
 ORDER = ("finished", "running", "failed", "started", "stale", "missing")
 
@@ -51,12 +51,8 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
         job = f", job {info['job']}" if info.get("job") else ""
         who = f"pid {info.get('pid')} on {info.get('host')}{job}, heartbeat {age:.0f} s ago"
         return RunState(spec, "running" if alive else "stale", f"{progress}; {who}")
-    if epochs or (folder / "config.json").exists():
-        state = {}
-        try:
-            state = json.loads((folder / "state.json").read_text())
-        except (OSError, ValueError):
-            pass
+    if epochs or has_config(folder):
+        state = read_state(folder)
         note = f" ({state['status']}: {state['message']})" if state.get("message") else ""
         return RunState(spec, "started", progress + note)
     return RunState(spec, "missing")
@@ -65,10 +61,7 @@ def run_state(spec: RunSpec, folder: Path) -> RunState:
 def finished_summary(folder: Path) -> str:
     """'62 epochs (stopped at validation plateau 5 (max_decays=5)); train 9.1 h, eval 58 min' from the run's
     summary.json and rows.csv; what either lacks is left out."""
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
+    summary = read_summary(folder)
     try:
         with open(folder / "rows.csv", newline="") as f:
             first = next(csv.DictReader(f), {})

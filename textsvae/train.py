@@ -20,13 +20,13 @@ from .data.batching import bucket_batches, make_batch
 from .data.corpus import Corpus, load_corpus
 from .data.vocab import load_vocab
 from .device import check_training_precisions, resolve_device
-from .io import append_jsonl, atomic_write_json, remove_partial_writes
+from .io import append_jsonl, remove_partial_writes
 from .lr_rules import LR_RULES, end_of_epoch
 from .methods import Method, build_method
 from .models import TextVAE, count_parameters
 from .optim import clip_grad_norm, sparse_embeddings
 from .rundir import (RunError, load_checkpoint, prepare_new_run, read_run_config, refuse_existing_run,
-                     truncate_log, write_state, write_summary)
+                     truncate_log, write_config, write_state, write_summary)
 from . import training_checkpoint
 from .run_state import EpochTotals, TrainState, seed_everything
 from .stop_signals import Preempted, StopRequest, stop_signals
@@ -106,7 +106,7 @@ class Trainer:
     # -- run folder ------------------------------------------------------------------
     def prepare_run_dir(self, force: bool) -> None:
         prepare_new_run(self.run_dir, force)
-        atomic_write_json(self.run_dir / "config.json", self.config.to_dict())
+        write_config(self.run_dir, self.config)
         self.corpus.vocab.save(self.run_dir)
         self._write_state("running")
 
@@ -284,7 +284,7 @@ def resume_run(run_dir: str | Path, execution: dict[str, Any] | None = None) -> 
     config = read_run_config(run_dir)
     if execution:
         config = _with_execution(config, execution)
-        atomic_write_json(run_dir / "config.json", config.to_dict())
+        write_config(run_dir, config)
     try:
         vocab = load_vocab(run_dir)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

@@ -176,11 +176,11 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, pre
 
 def _track_evaluation(run_dir: Path, split: str, metrics: dict) -> None:
     """A tracked run's evaluation goes to its trackers too, at its last training step."""
-    from ..rundir import read_run_config
+    from ..rundir import read_run_config, read_summary
 
     config = read_run_config(run_dir)
     if config.train.track:
         from ..trackers import log_evaluation
 
-        summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else {}
+        summary = read_summary(run_dir)
         log_evaluation(config, run_dir, {split: metrics}, int(summary.get("steps", 0)))
