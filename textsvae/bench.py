@@ -334,4 +334,4 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
 
 
 def _describe(spec: RunSpec) -> str:
-    return f"{spec.dataset} {spec.decoder} {spec.label} seed {spec.seed} [{spec.run_id}]"
+    return f"{spec.description} [{spec.run_id}]"

@@ -48,6 +48,11 @@ class RunSpec:
     recon: bool = False           # compute the reconstruction metrics (the benchmark's metrics name one)
     mi_batch: bool = False        # also He et al.'s per-minibatch MI, mi_minibatch (the benchmark's metrics name it)
 
+    @property
+    def description(self) -> str:
+        """How the CLI names the run: "ptb skip anneal (start=0.0, epochs=10.0) seed 0"."""
+        return f"{self.dataset} {self.decoder} {self.label} seed {self.seed}"
+
 
 @dataclass
 class Benchmark:

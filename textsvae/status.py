@@ -146,7 +146,7 @@ def status_text(bench: Benchmark, results_dir: Path) -> str:
     for r in sorted(states, key=lambda r: ORDER.index(r.state)):
         s = r.spec
         where = f"  [{Path(results_dir) / s.run_id}]" if r.state == "failed" else ""
-        lines.append(f"{r.state:8s} {s.run_id} {s.dataset} {s.decoder} {s.label} seed {s.seed}"
+        lines.append(f"{r.state:8s} {s.run_id} {s.description}"
                      f"{': ' + r.detail if r.detail else ''}{where}")
     note = outside_grid_note(Path(results_dir), bench.name, {r.spec.run_id for r in states})
     return "\n".join(lines + ([note] if note else []))

@@ -56,8 +56,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
         return
     if dry_run:
         for run in spec.runs:
-            click.echo(f"{run.run_id}  {run_status(results / run.run_id):8s} {run.dataset} {run.decoder} "
-                       f"{run.label} seed {run.seed}")
+            click.echo(f"{run.run_id}  {run_status(results / run.run_id):8s} {run.description}")
         return
     try:
         table = dict(spec.executor)
@@ -81,12 +80,12 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
     click.echo("")
     click.echo(render(build_table(load_results(results), spec.runs, spec.metrics, spec.reported), "md"))
     for run, message in report.busy:
-        click.echo(f"busy: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}", err=True)
+        click.echo(f"busy: {run.run_id} {run.description}: {message}", err=True)
     for run, message in report.skipped:
-        click.echo(f"skipped: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}",
+        click.echo(f"skipped: {run.run_id} {run.description}: {message}",
                    err=True)
     for run, message in report.failed:
-        click.echo(f"FAILED: {run.run_id} {run.dataset} {run.decoder} {run.label} seed {run.seed}: {message}",
+        click.echo(f"FAILED: {run.run_id} {run.description}: {message}",
                    err=True)
     if report.busy:
         click.echo(f"{len(report.busy)} run(s) not finished: held by another process or interrupted; run "
