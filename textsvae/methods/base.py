@@ -88,8 +88,13 @@ class Method:
         """(B,) the KL penalty that enters the training loss (free bits floors it)."""
         return gaussian_kl(mu, logvar).sum(-1)
 
+    def extra_loss(self, model: "TextVAE", batch: "Batch", z: torch.Tensor) -> torch.Tensor | None:
+        """(B,) a term added to each sentence's training loss, not weighted by beta (the bag-of-words
+        head's loss), given the sample z (B, D) that the reconstruction used; None adds nothing."""
+        return None
+
     def loss(self, model: "TextVAE", batch: "Batch", beta: float) -> StepOutput:
-        """mean over sentences of rec + beta * KL (one reparameterised sample of z)."""
+        """mean over sentences of rec + beta * KL (+ extra_loss), one reparameterised sample of z."""
         inputs = self.decoder_inputs(model, batch)
         if model.is_lm:
             rec = -model.log_px_given_z(batch, None, inputs=inputs)
@@ -99,8 +104,11 @@ class Method:
         z = model.sample(mu, logvar)
         rec = -model.log_px_given_z(batch, z, inputs=inputs)
         kl = gaussian_kl(mu, logvar).sum(-1)
-        loss = (rec + beta * self.kl_term(mu, logvar)).mean()
-        return StepOutput(loss, rec, kl)
+        per_sentence = rec + beta * self.kl_term(mu, logvar)
+        extra = self.extra_loss(model, batch, z)
+        if extra is not None:
+            per_sentence = per_sentence + extra
+        return StepOutput(per_sentence.mean(), rec, kl)
 
     # -- the step and the epoch -------------------------------------------------------
     def train_step(self, trainer: "TrainingContext", batch: "Batch", beta: float) -> StepOutput:

@@ -32,10 +32,14 @@ class FixedScaleBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(dim))
         self.momentum, self.eps = momentum, eps
 
+    def scale(self) -> torch.Tensor:
+        """(D,) the scale applied after normalising: gamma in every dimension."""
+        return self.gamma
+
     def forward(self, mu: torch.Tensor) -> torch.Tensor:
         # (B, D); batch statistics in training (a batch of 1 has no variance: running stats then)
         use_batch = self.training and mu.size(0) > 1
-        return F.batch_norm(mu, self.running_mean, self.running_var, self.gamma, self.shift,
+        return F.batch_norm(mu, self.running_mean, self.running_var, self.scale(), self.shift,
                             training=use_batch, momentum=self.momentum, eps=self.eps)
 
 

@@ -1,8 +1,8 @@
 """Combined methods, `--method a+b`: each part is built as usual and owns the hooks it overrides.
 
 Rules (simple on purpose):
-- `beta`, `posterior`, `decoder_inputs`, `kl_term`, `loss`, `train_step` and `selection_loss` have at most one
-  owner, the one part whose class overrides it; two parts overriding the same one is an error
+- `beta`, `posterior`, `decoder_inputs`, `kl_term`, `extra_loss`, `loss`, `train_step` and `selection_loss` have
+  at most one owner, the one part whose class overrides it; two parts overriding the same one is an error
   (`anneal+cyclical` both set beta). Every part, and the composite, calls the owner's version,
   so e.g. aggressive's `train_step` calls a `loss` that uses word dropout's `decoder_inputs`.
 - `setup` and `end_epoch` run for every part, in the order written.
@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from .context import SetupContext, TrainingContext
 
 SEPARATOR = "+"
-SINGLE_OWNER_HOOKS = ("beta", "posterior", "decoder_inputs", "kl_term", "loss", "train_step", "selection_loss")
+SINGLE_OWNER_HOOKS = ("beta", "posterior", "decoder_inputs", "kl_term", "extra_loss", "loss", "train_step",
+                      "selection_loss")
 
 
 def overridden(part: Method, hook: str) -> bool:
