@@ -5,9 +5,10 @@
 # else from `textsvae data fetch ptb` (a download); once installed in $PTB_REPRO_HOME/data it is reused.
 # The code runs from a git worktree of COMMIT in .repro/code (git-ignored), installed into its own
 # venv, so edits on main never change the code under the grid. Checkpoints and run folders live in
-# $PTB_REPRO_HOME (default /root/ptb-repro) so they outlive a re-laid checkout. The grid runs `--jobs $PTB_REPRO_JOBS` (default 1: one run at a time
-# with both cores, as fast per run-epoch here as three single-thread runs side by side, and a machine
-# lost between sessions loses one run's progress, not three), `--threads $PTB_REPRO_THREADS` if set
+# $PTB_REPRO_HOME (default /root/ptb-repro) so they outlive a re-laid checkout. The grid runs `--jobs $PTB_REPRO_JOBS` (default 2: two
+# single-thread runs side by side, 1.45x the tokens/s of one bf16 run with both cores on the 2-core AMD EPYC of
+# 2026-12-08, results/perf.md; each run then takes 1.38x as long, and a machine lost between sessions loses
+# two runs' progress; PTB_REPRO_JOBS=1 runs one at a time), `--threads $PTB_REPRO_THREADS` if set
 # (default cores // jobs), under nice 19, and logs to
 # $PTB_REPRO_HOME/bench.log; stop it with SIGINT to its process group (it saves a mid-epoch last.pt).
 # To move the grid to a new commit: stop it, write the commit into results/ptb-repro.commit, run this
@@ -56,5 +57,5 @@ fi
 cd "$code"
 echo "$(date -u +%FT%TZ) resume at $(git rev-parse --short HEAD)" >> "$home/bench.log"
 TEXTSVAE_PROGRESS=lines setsid nohup nice -n 19 "$home/venv/bin/textsvae" bench ptb-repro \
-  --results "$home/results" --jobs "${PTB_REPRO_JOBS:-1}" ${PTB_REPRO_THREADS:+--threads "$PTB_REPRO_THREADS"} >> "$home/bench.log" 2>&1 < /dev/null &
+  --results "$home/results" --jobs "${PTB_REPRO_JOBS:-2}" ${PTB_REPRO_THREADS:+--threads "$PTB_REPRO_THREADS"} >> "$home/bench.log" 2>&1 < /dev/null &
 echo "started pid $! (process group $!); log $home/bench.log"
