@@ -186,6 +186,9 @@ def test_ctrl_c_in_process_then_resume_matches(tmp_path, monkeypatch, at_step):
     resume_run(run)
     train_run(tiny(), reference)
     assert_same_run(run, reference)
+    # each epoch's row times the whole epoch, the part before a stop included: the rows add up to the training time
+    summary = json.loads((run / "summary.json").read_text())
+    assert sum(row["seconds"] for row in read_jsonl(run / "log.jsonl")) == pytest.approx(summary["train_seconds"])
 
 
 def test_a_second_ctrl_c_stops_at_once_and_resume_still_matches(tmp_path, monkeypatch):

@@ -58,7 +58,7 @@ class EpochTotals:
 
     def __init__(self, device: torch.device, partial: dict[str, float] | None = None):
         self.sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in ("rec", "kl", "loss")}
-        self.counts: dict[str, float] = {"sentences": 0, "tokens": 0, "beta": 0.0}
+        self.counts: dict[str, float] = {"sentences": 0, "tokens": 0, "beta": 0.0, "seconds": 0.0}
         if partial:                                        # resuming mid-epoch: the done part's sums
             for k in self.sums:
                 self.sums[k] += partial.get(k, 0.0)

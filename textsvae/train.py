@@ -194,6 +194,7 @@ class Trainer:
         self._check_finite(first_bad, epoch)
         seconds = time.perf_counter() - start
         s.train_seconds += seconds
+        totals.counts["seconds"] += seconds        # the whole epoch's, across a stop mid-epoch
         if stop.requested and s.batch_in_epoch < self.steps_per_epoch:
             s.partial = totals.partial()
             return
@@ -208,7 +209,7 @@ class Trainer:
         row = {"epoch": s.epoch, "step": s.step, "lr": s.lr, "beta": counts["beta"],
                "train_loss": totals.mean("loss"), "train_rec": totals.mean("rec"),
                "train_kl": totals.mean("kl"), "train_sentences": counts["sentences"],
-               "tokens_per_s": counts["tokens"] / max(seconds, 1e-9), "seconds": seconds,
+               "tokens_per_s": counts["tokens"] / max(counts["seconds"], 1e-9), "seconds": counts["seconds"],
                **{f"valid_{k}": v for k, v in valid.items()}}
         end_of_epoch(self, self.method.selection_loss(valid))  # first: best.pt holds the validated model
         self.method.end_epoch(self, valid)
