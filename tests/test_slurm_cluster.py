@@ -243,6 +243,7 @@ def test_ctrl_c_while_a_requeued_job_waits_cancels_it(slurm, drivers, tmp_path, 
     job = job_of(slurm, run)
     slurm.run("scontrol", "requeue", job)
     wait_for(lambda: job_state(slurm, job) == "PENDING", "the job to wait in the queue again")
+    slurm.run("scontrol", "hold", job)        # it waits until the Ctrl-C, however slowly a busy machine polls
     wait_for(lambda: "was requeued by Slurm" in (tmp_path / "bench.err").read_text(), "the driver's line")
     proc.send_signal(signal.SIGINT)
     code, err = finish(proc, tmp_path / "bench")
