@@ -109,7 +109,7 @@ def test_committed_results_keep_their_run_ids():
 
     committed = Path(__file__).resolve().parents[1] / "results" / "quick"
     folders = sorted(p.name for p in committed.iterdir() if (p / "config.json").is_file())
-    assert len(folders) == 17
+    assert len(folders) == 41
     assert [run_id(read_run_config(committed / name)) for name in folders] == folders
     ids = [r.run_id for r in load_benchmark("quick").runs]
     assert ids[0] == "92e5d20d0cf2" and sorted(ids) == folders
