@@ -91,8 +91,11 @@ def drivers(slurm):
     procs = []
 
     def start(cmd: list[str], out: Path) -> subprocess.Popen:
+        # SIGINT as at a terminal, even when the tests themselves run in the background (where a shell
+        # starts them, and so these children, with SIGINT ignored)
         proc = subprocess.Popen(cmd, stdout=open(out.with_suffix(".out"), "w"),
-                                stderr=open(out.with_suffix(".err"), "w"))
+                                stderr=open(out.with_suffix(".err"), "w"),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         procs.append(proc)
         return proc
 
