@@ -25,7 +25,8 @@ class FastPaths:
 _current = FastPaths()
 
 
-def current() -> FastPaths:
+def switches() -> FastPaths:
+    """The fast paths' switches now (as set by the innermost `fast_paths(...)` block)."""
     return _current
 
 

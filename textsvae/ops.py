@@ -20,7 +20,7 @@ import contextlib
 
 import torch
 
-from .fast_paths import current as fast_paths
+from .fast_paths import switches
 
 CHUNK_ROWS = 1024
 VOCAB_ALIGN = 32
@@ -94,7 +94,7 @@ def _redo_shifted(rows: torch.Tensor, h: torch.Tensor, w: torch.Tensor, bias: to
 def skips_row_max(device: torch.device) -> bool:
     """Whether the softmax skips its row-max shift: on the CPU with the fewer_passes fast path. Its check
     of each chunk's sums is a host read, a sync on a GPU, which therefore shifts every row by its max."""
-    return fast_paths().fewer_passes and device.type == "cpu"
+    return switches().fewer_passes and device.type == "cpu"
 
 
 def _nll_chunks(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
@@ -166,7 +166,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll):
         h, w, exp, inv_sum, targets = ctx.saved_tensors
-        if exp.dtype != h.dtype or not fast_paths().fewer_passes:       # low-precision matmuls
+        if exp.dtype != h.dtype or not switches().fewer_passes:       # low-precision matmuls
             return _backward_via_softmax(ctx, grad_nll)
         scale = grad_nll * inv_sum
         grad_hidden = _grad_hidden(exp, w, scale, grad_nll, targets).to(ctx.dtypes[0]) \
@@ -196,7 +196,7 @@ def _grad_weight(exp: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, grad_n
 def _backward_via_softmax(ctx, grad_nll):
     """The backward pass for low-precision matmuls: g (softmax - onehot) made in place, then cast for them."""
     h, w, exp, inv_sum, targets = ctx.saved_tensors
-    scale, bias_first = grad_nll * inv_sum, fast_paths().fewer_passes
+    scale, bias_first = grad_nll * inv_sum, switches().fewer_passes
     if bias_first:                     # db = E^T s - the targets' g, as the fp32 backward: a read, no (N, V) sum
         with autocast_off(exp.device.type):                             # fp32, even if backward() runs under autocast
             grad_bias = (exp.t() @ scale).index_add_(0, targets, grad_nll, alpha=-1).to(ctx.dtypes[2])
@@ -294,9 +294,9 @@ def skip_cross_entropy(hidden: torch.Tensor, z: torch.Tensor, row_sample: torch.
     and the z_term_per_sample fast path off take the concatenated path.
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (hidden, z, weight, bias))
-    switches = fast_paths()
-    if not switches.z_term_per_sample or autocast_on(hidden.device.type) or hidden.dtype != torch.float32 \
-            or (needs_grad and not switches.fewer_passes):      # the per-sample backward is a fewer-passes one
+    on = switches()
+    if not on.z_term_per_sample or autocast_on(hidden.device.type) or hidden.dtype != torch.float32 \
+            or (needs_grad and not on.fewer_passes):      # the per-sample backward is a fewer-passes one
         return linear_cross_entropy(torch.cat([hidden, z[row_sample]], dim=-1), weight, bias, targets)
     if needs_grad:
         return _SkipLinearCrossEntropy.apply(hidden, z, row_sample, weight, bias, targets)

@@ -16,14 +16,14 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .fast_paths import current as fast_paths
+from .fast_paths import switches
 
 
 def sparse_embeddings(model: nn.Module, optimizer: str, momentum: float) -> bool:
     """Switch the model's embeddings to sparse gradients where the optimiser applies them exactly and
     the model is on the CPU; returns whether it did."""
     on_cpu = all(p.device.type == "cpu" for p in model.parameters())
-    use = fast_paths().sparse_embeddings and optimizer == "sgd" and momentum == 0 and on_cpu
+    use = switches().sparse_embeddings and optimizer == "sgd" and momentum == 0 and on_cpu
     for module in model.modules():
         if isinstance(module, nn.Embedding):
             module.sparse = use

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fast_paths import current as fast_paths
+from .fast_paths import switches
 from .ops import linear_cross_entropy, skip_cross_entropy
 
 
@@ -26,7 +26,7 @@ class OutputLayer(nn.Linear):
         z is (N, D), one row per target, or (S, D) with row_sample (N,) naming each target's row of z
         (the skip decoder then adds z's part of the softmax once per sample, see ops.skip_cross_entropy).
         """
-        fused = fast_paths().fused_output
+        fused = switches().fused_output
         if self.skip and row_sample is not None and fused:
             return skip_cross_entropy(hidden, z, row_sample, self.weight, self.bias, targets)
         if self.skip:

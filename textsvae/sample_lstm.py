@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fast_paths import current as fast_paths
+from .fast_paths import switches
 
 
 def applies(lstm: nn.LSTM, x: torch.Tensor) -> bool:
     """Whether lstm_over_samples may replace lstm(x) here: one layer, no gradients, no autocast, CPU."""
-    return (fast_paths().sample_lstm and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
+    return (switches().sample_lstm and x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.is_autocast_enabled("cpu")
             and lstm.num_layers == 1 and not lstm.bidirectional and lstm.bias and lstm.proj_size == 0
             and lstm.batch_first)
 
