@@ -112,7 +112,7 @@ class FakeRay:
 
 
 def test_the_engine_shuts_down_only_the_ray_it_started_and_cancels_on_interrupt():
-    from textsvae.executors.ray_engine import RayExecutor
+    from textsvae.executors.ray_executor import RayExecutor
 
     fake = FakeRay(initialised=False)                    # address "": a local instance, ours to stop
     assert sorted(RayExecutor(fake, 2, "", 1.0, 0.0).map_unordered(operator.neg, [1, 2, 3])) == [-3, -2, -1]
@@ -136,9 +136,9 @@ def test_a_tiny_grid_under_ray_gives_the_local_rows(tmp_path, write_bench):
     bdir = write_bench(tmp_path / "b", "tiny3", TINY3)
     bench = load_benchmark("tiny3", bdir)
     assert len(bench.runs) == 3
-    report = run_benchmark(bench, tmp_path / "ray", jobs=2, threads=1, engine="ray")
+    report = run_benchmark(bench, tmp_path / "ray", jobs=2, threads=1, executor="ray")
     assert len(report.finished) == 3 and not report.failed and not report.busy
-    run_benchmark(bench, tmp_path / "local", jobs=2, threads=1, engine="local")
+    run_benchmark(bench, tmp_path / "local", jobs=2, threads=1, executor="local")
     key = ["run_id", "split", "metric"]
     on_ray, local = (load_results(tmp_path / name).sort_values(key).reset_index(drop=True)[key + ["value"]]
                      for name in ("ray", "local"))

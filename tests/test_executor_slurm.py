@@ -95,7 +95,7 @@ def test_tasks_run_as_jobs_at_most_jobs_at_a_time(tmp_path):
 def test_a_grid_through_slurm_local_mode_gives_the_local_engines_rows(tmp_path, reference):
     bdir, local_results = reference
     results = tmp_path / "results"
-    report = run_benchmark(load_benchmark("tiny3", bdir), results, jobs=2, threads=1, engine="slurm",
+    report = run_benchmark(load_benchmark("tiny3", bdir), results, jobs=2, threads=1, executor="slurm",
                            settings=local_mode(tmp_path / "logs"))
     assert len(report.finished) == 3 and not report.failed and not report.busy
     mine, theirs = rows(results), rows(local_results)
@@ -135,7 +135,7 @@ def test_a_preempted_job_saves_its_run_and_the_next_bench_resumes_it(tmp_path, m
     settings = local_mode(tmp_path / "logs")
     with monkeypatch.context() as m:
         m.setattr(B, "execute_run", preempted_execute_run)
-        report = run_benchmark(bench, results, jobs=1, threads=1, engine="slurm", settings=settings)
+        report = run_benchmark(bench, results, jobs=1, threads=1, executor="slurm", settings=settings)
     assert not report.finished and not report.failed
     assert [(spec.run_id, message) for spec, message in report.busy] == \
         [(bench.runs[0].run_id, "stopped by SIGUSR2 at step 1; last.pt is saved and resumes it")]
@@ -205,14 +205,14 @@ def test_a_killed_bench_loses_and_duplicates_nothing(tmp_path, write_bench):
         return [h[0]["pid"] for h in held if h and isinstance(h[0].get("pid"), int) and running(h[0]["pid"])]
 
     bench, settings = load_benchmark("kill", bdir), local_mode(tmp_path / "logs")
-    second = run_benchmark(bench, results, jobs=2, threads=1, engine="slurm", settings=settings)
+    second = run_benchmark(bench, results, jobs=2, threads=1, executor="slurm", settings=settings)
     assert not second.failed and all("is held by process" in message for _, message in second.busy)
     assert {spec.run_id for spec, _ in second.busy} <= set(ids) - set(second.finished)
     deadline = time.monotonic() + 120
     while holders() or _jobs_running(tmp_path / "logs"):
         assert time.monotonic() < deadline, "the killed bench's jobs did not end"
         time.sleep(0.2)
-    third = run_benchmark(bench, results, jobs=2, threads=1, engine="slurm", settings=settings)
+    third = run_benchmark(bench, results, jobs=2, threads=1, executor="slurm", settings=settings)
     assert not third.failed and not third.busy
     df = load_results(results)
     assert not df.duplicated(KEY).any() and set(df.run_id) == set(ids) and (df.status == "finished").all()

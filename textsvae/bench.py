@@ -248,7 +248,7 @@ def provenance() -> dict[str, Any]:
 
 
 def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, jobs: str | int | None = "auto",
-                  retry_failed: bool = False, engine: str = "local", threads: int | None = None,
+                  retry_failed: bool = False, executor: str = "local", threads: int | None = None,
                   settings: dict[str, Any] | None = None, track: str | None = None) -> BenchReport:
     """Run the benchmark's missing runs (resuming half-done ones), `jobs` at a time.
 
@@ -278,7 +278,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
         else:
             todo.append(spec)
     if not todo:
-        make_executor(1, engine, settings)  # bad engine settings are refused even with nothing left to run
+        make_executor(1, executor, settings)  # bad executor settings are refused even with nothing left to run
         report.seconds = time.perf_counter() - start
         return report
     n_jobs = parse_jobs(jobs, len(todo), gpu=torch.cuda.is_available())
@@ -289,7 +289,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
              bench.name, len(todo), report.total, report.already_done, n_jobs, threads, results_dir)
     tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info, track) for spec in todo]
     by_id = {s.run_id: s for s in todo}
-    executor = make_executor(n_jobs, engine, settings)
+    pool = make_executor(n_jobs, executor, settings)
     done, started = 0, 0
     with progress(report.total, bench.name, initial=report.total - len(todo), unit="runs") as shown:
         def on_start(task: RunTask) -> None:
@@ -300,8 +300,8 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
             shown.set_postfix(running=started - done, failed=len(report.failed))
             shown.update(0)
 
-        executor.on_start(on_start)
-        for outcome in executor.map_unordered(execute_run, tasks):
+        pool.on_start(on_start)
+        for outcome in pool.map_unordered(execute_run, tasks):
             done += 1
             spec = by_id[outcome.run_id]
             if outcome.status == "finished":
@@ -318,7 +318,7 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
                      f": {outcome.message}" if outcome.status == "failed" else "", time.perf_counter() - start)
             shown.set_postfix(running=started - done, failed=len(report.failed))
             shown.update(1)
-            if outcome.status == "interrupted" and executor.in_process:
+            if outcome.status == "interrupted" and pool.in_process:
                 # SIGTERM/SIGUSR1/SIGUSR2 reached this process (a scheduler stopping the job): stop the grid
                 log.warning("%s: %d run(s) not started; `textsvae bench %s` resumes the grid", outcome.message,
                             len(todo) - done, bench.name)

@@ -22,17 +22,17 @@ from .app import UserError, cli, pairs
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch threads per run (default cores // jobs).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
-@click.option("--executor", "engine", type=click.Choice(executor_names()), default=None,
+@click.option("--executor", "executor", type=click.Choice(executor_names()), default=None,
               help="Where the runs execute (textsvae/executors/); default: the benchmark's [executor] name, or local.")
-@click.option("-E", "--executor-setting", "engine_settings", multiple=True, metavar="KEY=VALUE",
-              help="An engine setting (partition, gpus, address, ...), over the benchmark's [executor] table.")
+@click.option("-E", "--executor-setting", "executor_settings", multiple=True, metavar="KEY=VALUE",
+              help="An executor setting (partition, gpus, address, ...), over the benchmark's [executor] table.")
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
 @click.option("--status", "show_status", is_flag=True,
               help="The grid's state from the results folder alone (finished, running, failed, left); run nothing.")
 @click.option("--track", default=None, metavar="NAMES",
               help="Experiment trackers for every run, comma-separated: tensorboard, mlflow, wandb; the benchmark "
                    "is the project, runs are named by run id and grouped by method/decoder.")
-def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine, engine_settings, dry_run,
+def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, executor, executor_settings, dry_run,
           show_status, track):
     """Run benchmark NAME's missing runs (resuming half-done ones), then print its table.
 
@@ -60,11 +60,11 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, engine
         return
     try:
         table = dict(spec.executor)
-        chosen = engine or table.pop("name", "local")
-        if engine and table.pop("name", engine) != engine:   # another engine's settings do not apply
+        chosen = executor or table.pop("name", "local")
+        if executor and table.pop("name", executor) != executor:   # another executor's settings do not apply
             table = {}
-        table.update(pairs(engine_settings, "-E"))
-        report = run_benchmark(spec, results, jobs, retry_failed, engine=chosen, threads=threads, settings=table,
+        table.update(pairs(executor_settings, "-E"))
+        report = run_benchmark(spec, results, jobs, retry_failed, executor=chosen, threads=threads, settings=table,
                                track=track)
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from ..config import ConfigError
-from . import check_settings, missing_engine, register_executor
+from . import check_settings, missing_package, register_executor
 from .base import Executor, ExecutorError
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def slurm_executor(jobs: int, settings: dict) -> Executor:
     try:
         import submitit
     except ImportError:
-        raise missing_engine("slurm", "submitit", "slurm") from None
+        raise missing_package("slurm", "submitit", "slurm") from None
     cluster = s["cluster"] or submitit.AutoExecutor.which()
     if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
         raise ConfigError("executor 'slurm': no sbatch or srun on this machine; -E cluster=local runs the jobs here")

@@ -17,7 +17,7 @@ import logging
 import numbers
 
 from ..config import ConfigError
-from . import check_settings, missing_engine, register_executor
+from . import check_settings, missing_package, register_executor
 from .base import Executor, ExecutorError, available_cores
 
 log = logging.getLogger(__name__)
@@ -119,5 +119,5 @@ def ray_executor(jobs: int, settings: dict) -> Executor:
     try:
         import ray
     except ImportError:
-        raise missing_engine("ray", "ray", "ray") from None
+        raise missing_package("ray", "ray", "ray") from None
     return RayExecutor(ray, jobs, config["address"].strip(), float(config["num_cpus"]), float(config["num_gpus"]))
