@@ -206,6 +206,18 @@ def test_a_grid_on_slurm_gives_the_local_engines_rows(slurm, drivers, tmp_path, 
     assert len(jobs) == 2 and all(job_state(slurm, job) == "COMPLETED" for job in jobs)
 
 
+def requeue_mid_training(slurm, drivers, bdir, results, step_log, tmp_path):
+    """A driver of the one-run grid whose job `scontrol requeue` stops mid-training: (driver, run id, job id),
+    once the job waits in the queue again."""
+    run = load_benchmark("one", bdir).runs[0].run_id
+    proc = drivers(bench_cmd("one", bdir, results, tmp_path / "logs", slowed=(step_log, 0.3)), tmp_path / "bench")
+    training(step_log)
+    job = job_of(slurm, run)
+    slurm.run("scontrol", "requeue", job)
+    wait_for(lambda: job_state(slurm, job) == "PENDING", "the job to wait in the queue again")
+    return proc, run, job
+
+
 def test_a_requeued_job_resumes_and_the_driver_waits_for_it(slurm, drivers, tmp_path, reference):
     """`scontrol requeue` of a job mid-training: the run stops on SIGTERM with last.pt saved, the driver
     says the job was requeued once and waits, Slurm runs the job again (released at once rather than
@@ -214,12 +226,7 @@ def test_a_requeued_job_resumes_and_the_driver_waits_for_it(slurm, drivers, tmp_
     (the run interrupted) is dropped while the job waits."""
     bdir, expected = reference
     results, step_log = tmp_path / "results", tmp_path / "steps.log"
-    run = load_benchmark("one", bdir).runs[0].run_id
-    proc = drivers(bench_cmd("one", bdir, results, tmp_path / "logs", slowed=(step_log, 0.3)), tmp_path / "bench")
-    training(step_log)
-    job = job_of(slurm, run)
-    slurm.run("scontrol", "requeue", job)
-    wait_for(lambda: job_state(slurm, job) == "PENDING", "the job to wait in the queue again")
+    proc, run, job = requeue_mid_training(slurm, drivers, bdir, results, step_log, tmp_path)
     log, result = tmp_path / "logs" / f"{job}_0_log.out", tmp_path / "logs" / f"{job}_0_result.pkl"
     wait_for(lambda: "Job completed successfully" in log.read_text() and not result.exists(),
              "the driver to drop the stopped attempt's result")
@@ -240,12 +247,7 @@ def test_ctrl_c_while_a_requeued_job_waits_cancels_it(slurm, drivers, tmp_path, 
     and the job is cancelled rather than left to run unsupervised; the run keeps its last.pt."""
     bdir, _ = reference
     results, step_log = tmp_path / "results", tmp_path / "steps.log"
-    run = load_benchmark("one", bdir).runs[0].run_id
-    proc = drivers(bench_cmd("one", bdir, results, tmp_path / "logs", slowed=(step_log, 0.3)), tmp_path / "bench")
-    training(step_log)
-    job = job_of(slurm, run)
-    slurm.run("scontrol", "requeue", job)
-    wait_for(lambda: job_state(slurm, job) == "PENDING", "the job to wait in the queue again")
+    proc, run, job = requeue_mid_training(slurm, drivers, bdir, results, step_log, tmp_path)
     slurm.run("scontrol", "hold", job)        # it waits until the Ctrl-C, however slowly a busy machine polls
     wait_for(lambda: "was requeued by Slurm" in (tmp_path / "bench.err").read_text(), "the driver's line")
     proc.send_signal(signal.SIGINT)

@@ -10,6 +10,7 @@ import torch
 
 from .config import RunConfig
 from .data.batching import iterate_batches
+from .io import append_jsonl
 from .metrics import active_units, gaussian_kl, mutual_information
 
 if TYPE_CHECKING:
@@ -70,8 +71,6 @@ def _exp(x: float) -> float:
 def monitor(trainer, beta: float) -> None:
     """Rec, KL, MI and AU on the monitor subset of valid (the first `monitor_size` sentences) at the current
     step, appended to monitor.jsonl and the trackers: collapse as it happens. The training RNG is untouched."""
-    from .io import append_jsonl
-
     subset = trainer.corpus.splits["valid"][: trainer.config.train.monitor_size]
     devices = [trainer.device.index or 0] if trainer.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # leaves the training RNG (and so resume) untouched
