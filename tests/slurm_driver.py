@@ -46,11 +46,11 @@ def trained_steps(step_log) -> dict[str, list[tuple[int, int]]]:
 
 
 def main(argv: list[str]) -> None:
-    from textsvae import bench
+    from textsvae.bench import runner
     from textsvae.cli import main as cli_main
 
     step_log, seconds = argv[0], float(argv[1])
-    bench.execute_run = functools.partial(slowed_execute_run, execute_run=bench.execute_run, step_log=step_log,
+    runner.execute_run = functools.partial(slowed_execute_run, execute_run=runner.execute_run, step_log=step_log,
                                           seconds=seconds)
     sys.argv = ["textsvae", *argv[2:]]
     cli_main()

@@ -260,7 +260,7 @@ def test_a_checkpoint_without_the_inner_step_count_loads_as_zero():
 def test_the_fresh_minibatches_come_from_the_run_seed():
     """setup() seeds the generator of the fresh minibatches with the run seed + 7919 (a stream apart from the
     data order's), so a run, and its resumption, draws the same batches."""
-    from textsvae.config import preset_config
+    from textsvae.core.config import preset_config
 
     ctx = type("Ctx", (), {})()
     ctx.model = type("M", (), {"is_lm": False})()

@@ -22,11 +22,11 @@ import itertools
 import pytest
 import torch
 
-from textsvae.config import ModelConfig
+from textsvae.core.config import ModelConfig
 from textsvae.data.batching import make_batch
 from textsvae.data.vocab import EOS_ID, PAD_ID
-from textsvae.decoding import DecodeOptions, decode
-from textsvae.models import TextVAE
+from textsvae.model.decoding import DecodeOptions, decode
+from textsvae.model.models import TextVAE
 
 VOCAB, MAX_LEN = 6, 4
 WORDS = [t for t in range(VOCAB) if t not in (PAD_ID, EOS_ID)]                 # 1, 3, 4, 5
@@ -156,7 +156,7 @@ def test_narrow_beams_follow_the_documented_rule(case, k, length_penalty):
 def test_beam_search_stops_once_every_sentence_is_done(case, k, monkeypatch):
     """The batch runs until its last sentence has k finished hypotheses: as many decoder steps as the
     slowest sentence needs by the reference rule, not max_len + 1 regardless."""
-    from textsvae.decoding import _Stepper
+    from textsvae.model.decoding import _Stepper
 
     model, z, tables = case
     calls = {"n": 0}

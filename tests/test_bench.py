@@ -12,16 +12,16 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from textsvae import bench as B
-from textsvae import grid as G
-from textsvae.bench import run_benchmark
-from textsvae.grid import BenchmarkError, load_benchmark, run_id
-from textsvae.locks import LockBusy, acquire_lock
+from textsvae.bench import runner as B
+from textsvae.bench import grid as G
+from textsvae.bench.runner import run_benchmark
+from textsvae.bench.grid import BenchmarkError, load_benchmark, run_id
+from textsvae.bench.locks import LockBusy, acquire_lock
 from textsvae.cli import cli
-from textsvae.config import ConfigError, apply_overrides
-from textsvae.executors import parse_jobs, threads_per_job
-from textsvae.executors.local import LocalProcessExecutor
-from textsvae.results import load_results
+from textsvae.core.config import ConfigError, apply_overrides
+from textsvae.bench.executors import parse_jobs, threads_per_job
+from textsvae.bench.executors.local import LocalProcessExecutor
+from textsvae.bench.results import load_results
 
 GRID = """
 description = "a grid"
@@ -105,7 +105,7 @@ def test_committed_results_keep_their_run_ids():
     config.json, and of the benchmark's runs today, is still that name."""
     from pathlib import Path
 
-    from textsvae.rundir import read_run_config
+    from textsvae.core.rundir import read_run_config
 
     committed = Path(__file__).resolve().parents[1] / "results" / "quick"
     folders = sorted(p.name for p in committed.iterdir() if (p / "config.json").is_file())
@@ -149,7 +149,7 @@ def test_jobs_and_threads():
     assert parse_jobs("auto", 3, gpu=True) == 1
     assert 1 <= parse_jobs("auto", 3, gpu=False) <= 3
     assert parse_jobs("2", 10, gpu=False) == 2
-    from textsvae.executors import available_cores
+    from textsvae.bench.executors import available_cores
 
     cores = available_cores()
     assert threads_per_job(1) == cores
@@ -184,10 +184,10 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch, write_b
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import textsvae.run_eval
+    import textsvae.evaluation.run_eval
 
     with monkeypatch.context() as m:
-        m.setattr(textsvae.run_eval, "evaluate_loaded", interrupt)
+        m.setattr(textsvae.evaluation.run_eval, "evaluate_loaded", interrupt)
         with pytest.raises(KeyboardInterrupt):
             run_benchmark(b, results, jobs=1, threads=1)
     first = results / b.runs[0].run_id
@@ -221,7 +221,7 @@ def test_bench_runs_missing_runs_once_and_resumes(tmp_path, monkeypatch, write_b
 
 
 def test_a_failed_run_is_recorded_and_bench_goes_on(tmp_path, monkeypatch, write_bench):
-    from textsvae.train import TrainingDiverged
+    from textsvae.training.train import TrainingDiverged
 
     bdir = write_bench(tmp_path / "b", "tiny", TINY.replace("probe = true", "probe = false"))
     results = tmp_path / "results"
@@ -280,8 +280,8 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_executors_are_a_registry_with_one_line_errors():
     """An engine is a factory registered by name; an unknown name lists the valid ones, a duplicate fails."""
-    from textsvae.executors import EXECUTORS, make_executor, register_executor
-    from textsvae.executors.base import Executor
+    from textsvae.bench.executors import EXECUTORS, make_executor, register_executor
+    from textsvae.bench.executors.base import Executor
 
     class Reversed(Executor):
         def map_unordered(self, fn, tasks):
@@ -314,7 +314,7 @@ def visible_gpu(seconds: float) -> str:
 
 def test_local_gpus_give_each_worker_its_own_device():
     """-E gpus=0,1 with 3 jobs: workers see GPU 0, 1, 0 (round robin, set before torch loads); no CUDA needed."""
-    from textsvae.executors import make_executor
+    from textsvae.bench.executors import make_executor
 
     seen = list(make_executor(3, "local", {"gpus": "0,1"}).map_unordered(visible_gpu, [0.5] * 3))
     assert sorted(seen) == ["0", "0", "1"]
@@ -322,7 +322,7 @@ def test_local_gpus_give_each_worker_its_own_device():
 
 def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_bench, monkeypatch):
     """One run of each state, made by hand; `bench --status` names them without running anything."""
-    from textsvae.results import write_failure, write_rows
+    from textsvae.bench.results import write_failure, write_rows
 
     monkeypatch.setenv("TEXTSVAE_LOCK_STALE_S", "60")
     bdir = write_bench(tmp_path / "b", "six", TINY.replace("seeds = [0]", "seeds = [0, 1, 2]")
@@ -373,8 +373,8 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
 
 def test_worse_epochs_replays_the_lr_rule_from_the_log():
     """Patience 2 from epoch 2 on: the count of worse epochs in a row that --status shows."""
-    from textsvae.config import TrainConfig
-    from textsvae.status import worse_epochs
+    from textsvae.core.config import TrainConfig
+    from textsvae.bench.status import worse_epochs
 
     train = TrainConfig(decay_start_epoch=2, decay_patience=2)
 
@@ -401,7 +401,7 @@ def test_worse_epochs_replays_the_lr_rule_from_the_log():
 def test_runs_an_older_grid_made_are_named_not_silently_dropped(tmp_path, write_bench):
     """A run folder whose bench.json names this benchmark but whose id the grid no longer makes (the file or
     textsvae changed the config) is left out of table and status, with a note that says so."""
-    from textsvae.results import write_rows
+    from textsvae.bench.results import write_rows
 
     bdir = write_bench(tmp_path / "b", "one", TINY)
     runs = load_benchmark("one", bdir).runs
@@ -439,7 +439,7 @@ def test_the_commit_comes_from_the_environment_the_checkout_or_nowhere(tmp_path,
     import shutil
     from pathlib import Path
 
-    source = Path(B.__file__).resolve().parents[1]
+    source = Path(B.__file__).resolve().parents[2]
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=source, capture_output=True,
                           text=True).stdout.strip()
     monkeypatch.delenv("TEXTSVAE_GIT_COMMIT", raising=False)
@@ -454,7 +454,7 @@ def test_the_commit_comes_from_the_environment_the_checkout_or_nowhere(tmp_path,
     for git in (["init", "-q"], ["add", "README"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"]):
         subprocess.run(["git", *git], cwd=tmp_path / "project", check=True)
     env = {k: v for k, v in os.environ.items() if k != "TEXTSVAE_GIT_COMMIT"} | {"PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-c", "import textsvae.bench as b; print(repr(b.checkout_commit()))"],
+    out = subprocess.run([sys.executable, "-c", "import textsvae.bench.runner as b; print(repr(b.checkout_commit()))"],
                          env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "''"

@@ -1,10 +1,10 @@
 """A benchmark whose metrics name mi_minibatch (He et al.'s per-minibatch MI) gets it in its rows."""
 from __future__ import annotations
 
-from textsvae.bench import run_benchmark
-from textsvae.grid import load_benchmark
-from textsvae.results import load_results
-from textsvae.run_eval import evaluate_run
+from textsvae.bench.runner import run_benchmark
+from textsvae.bench.grid import load_benchmark
+from textsvae.bench.results import load_results
+from textsvae.evaluation.run_eval import evaluate_run
 
 BENCH = """
 description = "mi_minibatch rows"

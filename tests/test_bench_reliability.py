@@ -20,11 +20,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.grid import load_benchmark
-from textsvae.locks import pid_alive, read_lock
+from textsvae.bench.grid import load_benchmark
+from textsvae.bench.locks import pid_alive, read_lock
 from textsvae.cli import cli
-from textsvae.io import read_jsonl
-from textsvae.results import load_results, write_rows
+from textsvae.core.io import read_jsonl
+from textsvae.bench.results import load_results, write_rows
 
 EPOCHS = 6
 STEPS_PER_EPOCH = 7  # 200 synthetic sentences, batch 32
@@ -259,7 +259,7 @@ def test_a_run_with_a_nan_loss_is_marked_failed_and_bench_goes_on(tmp_path, nan_
 def test_store_writes_are_atomic(tmp_path, monkeypatch, write_bench):
     """A crash inside the rename of rows.csv, bench.json or a table leaves the previous complete files
     and no temporaries."""
-    import textsvae.io
+    import textsvae.core.io
 
     bdir = write_bench(tmp_path / "b", "rel", REL)
     spec = load_benchmark("rel", bdir).runs[0]
@@ -274,7 +274,7 @@ def test_store_writes_are_atomic(tmp_path, monkeypatch, write_bench):
     def crash(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(textsvae.io.os, "replace", crash)
+    monkeypatch.setattr(textsvae.core.io.os, "replace", crash)
     with pytest.raises(OSError):
         write_rows(folder, spec, {"steps": 42}, {"test": {"iw_nll": 1.0}}, 0.5, {})
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -290,7 +290,7 @@ def test_stale_lock_takeover_never_removes_a_live_lock(tmp_path):
     """Process B saw a dead holder's lock, but A replaced it with its own live lock before B acted:
     B's takeover must put A's lock back. An empty lock (its creator died before writing it) is stale
     once older than STALE_EMPTY_LOCK_S, and busy before."""
-    from textsvae.locks import STALE_EMPTY_LOCK_S, LockBusy, _remove_stale_lock, acquire_lock
+    from textsvae.bench.locks import STALE_EMPTY_LOCK_S, LockBusy, _remove_stale_lock, acquire_lock
 
     lock = tmp_path / ".lock"
     seen = b'{"host": "h", "pid": 999999999}'
@@ -315,7 +315,7 @@ def test_a_process_killed_while_locking_leaves_no_lock_behind(tmp_path, monkeypa
     under another name and linked into place whole."""
     from pathlib import Path as PathType
 
-    from textsvae.locks import acquire_lock
+    from textsvae.bench.locks import acquire_lock
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
@@ -333,7 +333,7 @@ def test_a_process_killed_while_locking_leaves_no_lock_behind(tmp_path, monkeypa
 def test_a_run_killed_before_its_first_checkpoint_starts_again(tmp_path, write_bench):
     """Killed between config.json and vocab.json (or anywhere before the first last.pt): nothing to
     resume, so the run starts from scratch instead of failing on the missing vocabulary."""
-    from textsvae.bench import run_benchmark
+    from textsvae.bench.runner import run_benchmark
 
     bdir = write_bench(tmp_path / "b", "rel", REL.replace("seeds = [0, 1, 2]", "seeds = [0]"))
     bench = load_benchmark("rel", bdir)
@@ -377,7 +377,7 @@ def test_workers_die_with_a_killed_bench_and_their_runs_resume(tmp_path, write_b
 def test_a_remote_holders_lock_is_taken_over_only_once_its_heartbeat_is_stale(tmp_path, monkeypatch):
     """A lock from another host: busy while its heartbeat is fresh, taken over once older than the timeout;
     a held lock's heartbeat keeps it fresh."""
-    from textsvae.locks import LockBusy, acquire_lock, release_lock
+    from textsvae.bench.locks import LockBusy, acquire_lock, release_lock
 
     monkeypatch.setenv("TEXTSVAE_LOCK_STALE_S", "30")
     lock = tmp_path / ".lock"

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 
 from textsvae.cli import cli
-from textsvae.config import apply_overrides, preset_config
-from textsvae.train import train_run
+from textsvae.core.config import apply_overrides, preset_config
+from textsvae.training.train import train_run
 
 FLAGS = ["--set", "threads=1", "--set", "progress=false"]
 TINY = ["--set", "synthetic_train=200", "--epochs", "1", *FLAGS]

@@ -1,4 +1,4 @@
-"""Paired comparisons (textsvae/compare.py, `textsvae compare`): the statistics against closed forms and a
+"""Paired comparisons (textsvae/reporting/compare.py, `textsvae compare`): the statistics against closed forms and a
 coverage simulation, and the command on tiny real runs of a benchmark (made by `bench`, which writes the
 per-sentence scores), including the one-line refusals."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from textsvae import compare as C
-from textsvae.bench import run_benchmark
+from textsvae.reporting import compare as C
+from textsvae.bench.runner import run_benchmark
 from textsvae.cli import cli
-from textsvae.grid import load_benchmark
+from textsvae.bench.grid import load_benchmark
 
 T975_2 = 4.302652729749464     # t_{0.975} with 2 degrees of freedom (tables)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from textsvae.config import DataConfig
+from textsvae.core.config import DataConfig
 from textsvae.data import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, CorpusError, SentencePieceVocab, WordVocab,
                            bucket_batches, load_corpus, load_vocab, make_batch, read_raw_splits)
 from textsvae.data.corpus import find_split_file

@@ -16,11 +16,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textsvae.config import ModelConfig
+from textsvae.core.config import ModelConfig
 from textsvae.data import make_batch
 from textsvae.data.vocab import BOS_ID, EOS_ID
-from textsvae.decoding import _Stepper
-from textsvae.models import TextVAE
+from textsvae.model.decoding import _Stepper
+from textsvae.model.models import TextVAE
 
 V, E, H, D = 13, 5, 6, 3
 SENTENCES = [[4, 5, 6, 7, 8], [9, 10], [11, 12, 4], [6]]

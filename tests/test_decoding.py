@@ -1,15 +1,15 @@
-"""Decoding (textsvae/decoding.py) against the model's own teacher-forced scoring, on tiny models."""
+"""Decoding (textsvae/model/decoding.py) against the model's own teacher-forced scoring, on tiny models."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from textsvae.config import ConfigError, ModelConfig
+from textsvae.core.config import ConfigError, ModelConfig
 from textsvae.data.batching import make_batch
 from textsvae.data.vocab import EOS_ID, PAD_ID
-from textsvae.decoders import decoder_names, latent_decoder_names
-from textsvae.decoding import DecodeOptions, _Stepper, decode
-from textsvae.models import TextVAE
+from textsvae.core.decoders import decoder_names, latent_decoder_names
+from textsvae.model.decoding import DecodeOptions, _Stepper, decode
+from textsvae.model.models import TextVAE
 
 VOCAB = 12
 

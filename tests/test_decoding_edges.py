@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from textsvae.config import ModelConfig
+from textsvae.core.config import ModelConfig
 from textsvae.data.vocab import EOS_ID, PAD_ID
-from textsvae.decoding import DecodeOptions, _sample, _Stepper, decode
-from textsvae.models import TextVAE
+from textsvae.model.decoding import DecodeOptions, _sample, _Stepper, decode
+from textsvae.model.models import TextVAE
 
 P = torch.tensor([[0.5, 0.25, 0.125, 0.125]])
 
@@ -72,7 +72,7 @@ def test_greedy_stops_when_every_row_has_ended(monkeypatch):
 def test_decode_checks_its_inputs_with_one_line_errors():
     import pytest
 
-    from textsvae.config import ConfigError
+    from textsvae.core.config import ConfigError
 
     model = tiny_model(4)
     lm = TextVAE(8, ModelConfig(decoder="lm", emb_dim=6, enc_hidden=6, dec_hidden=6, latent_dim=3)).eval()

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from textsvae.decoders import decoder_names, latent_decoder_names
-from textsvae.config import ModelConfig, apply_overrides, preset_config
+from textsvae.core.decoders import decoder_names, latent_decoder_names
+from textsvae.core.config import ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
-from textsvae.evaluation import iw_log_weights, iw_nll, posterior, sentence_noise
+from textsvae.evaluation.scoring import iw_log_weights, iw_nll, posterior, sentence_noise
 from textsvae.methods import build_method, method_names
-from textsvae.models import TextVAE
-from textsvae.optim import sparse_embeddings
-from textsvae.stop_signals import StopRequest
-from textsvae.train import Trainer
+from textsvae.model.models import TextVAE
+from textsvae.kernels.optim import sparse_embeddings
+from textsvae.training.stop_signals import StopRequest
+from textsvae.training.train import Trainer
 
 META = torch.device("meta")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
@@ -124,8 +124,8 @@ def test_iw_scoring_of_a_batch_makes_no_host_sync(decoder, device):
 def test_scoring_an_evaluation_batch_reads_nothing_back(decoder, device):
     """score_sentences' work per batch (the copies to the device included) leaves its scores on the device:
     the host reads them once, after the last batch."""
-    from textsvae.config import EvalConfig
-    from textsvae.evaluation import score_batch
+    from textsvae.core.config import EvalConfig
+    from textsvae.evaluation.scoring import score_batch
 
     model = TextVAE(30, ModelConfig(decoder=decoder, emb_dim=8, enc_hidden=8, dec_hidden=8,
                                     latent_dim=4)).to(device).eval()
@@ -150,7 +150,7 @@ SENTENCES = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17, 18, 19], [20, 2
 @pytest.mark.parametrize("decoder", latent_decoder_names())
 def test_log_likelihood_and_its_gradients_on_the_gpu_equal_the_cpu(decoder):
     """cuDNN's LSTMs (IEEE fp32, see device.exact_fp32_lstms) and the row-max softmax against the CPU's paths."""
-    from textsvae.device import resolve_device
+    from textsvae.kernels.device import resolve_device
 
     device = resolve_device("cuda")
     values, grads = {}, {}
@@ -171,9 +171,9 @@ def test_log_likelihood_and_its_gradients_on_the_gpu_equal_the_cpu(decoder):
 @pytest.mark.parametrize("decoder", latent_decoder_names())
 def test_iw_nll_on_the_gpu_equals_the_cpu(decoder):
     """The same per-sentence draws (CPU generators keyed by sentence) give the same IW-NLL on both devices."""
-    from textsvae.config import EvalConfig
-    from textsvae.evaluation import score_sentences
-    from textsvae.device import resolve_device
+    from textsvae.core.config import EvalConfig
+    from textsvae.evaluation.scoring import score_sentences
+    from textsvae.kernels.device import resolve_device
 
     device = resolve_device("cuda")
     cfg = EvalConfig(iw_samples=20)
@@ -197,7 +197,7 @@ def test_bf16_autocast_on_the_gpu_stays_near_fp32():
 
 def test_choosing_cuda_makes_cudnn_lstms_compute_in_ieee_fp32_not_tf32(monkeypatch):
     """torch lets cuDNN's fp32 LSTMs use TF32 by default; the suite's fp32 is fp32 on every device."""
-    from textsvae.device import resolve_device
+    from textsvae.kernels.device import resolve_device
 
     rnn = torch.backends.cudnn.rnn
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -15,13 +15,13 @@ import torch
 from click.testing import CliRunner
 
 from textsvae.cli import cli
-from textsvae.config import RunConfig
+from textsvae.core.config import RunConfig
 from textsvae.data.corpus import load_corpus
 from textsvae.data.vocab import load_vocab
-from textsvae.evaluation import evaluate_model
-from textsvae.io import read_jsonl
+from textsvae.evaluation.scoring import evaluate_model
+from textsvae.core.io import read_jsonl
 from textsvae.methods import build_method
-from textsvae.models import TextVAE
+from textsvae.model.models import TextVAE
 
 METRICS = ("iw_nll", "rec", "kl", "elbo", "mi", "agg_kl", "au", "ppl")
 

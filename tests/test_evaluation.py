@@ -14,17 +14,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.decoders import latent_decoder_names
+from textsvae.core.decoders import latent_decoder_names
 from textsvae.cli import cli
-from textsvae.config import ConfigError, EvalConfig, ModelConfig, apply_overrides, preset_config
+from textsvae.core.config import ConfigError, EvalConfig, ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
-from textsvae import evaluation
-from textsvae.evaluation import evaluate_model, samples_per_chunk, score_sentences
+from textsvae.evaluation import scoring
+from textsvae.evaluation.scoring import evaluate_model, samples_per_chunk, score_sentences
 from textsvae.methods import build_method
-from textsvae.models import TextVAE
+from textsvae.model.models import TextVAE
 
 PTB = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ptb"
-_SCORE_SHARD = evaluation._score_shard
+_SCORE_SHARD = scoring._score_shard
 
 
 def _toy(decoder: str = "standard", vocab: int = 40, seed: int = 0) -> TextVAE:
@@ -79,7 +79,7 @@ def test_padding_does_not_change_per_sentence_scores():
 
 
 def _shard_with_pid(shard):
-    """evaluation._score_shard, tagging its scores with the process that computed them."""
+    """scoring._score_shard, tagging its scores with the process that computed them."""
     scores = _SCORE_SHARD(shard)
     scores.pid = os.getpid()
     return scores
@@ -92,10 +92,10 @@ def test_scoring_in_worker_processes_gives_every_sentence_its_own_scores(decoder
     model, method, sents = _toy(decoder), build_method("vae"), _sentences()
     cfg = EvalConfig(iw_samples=20, eval_batch_size=4)
     one = score_sentences(model, method, sents, cfg, torch.device("cpu"))
-    pids, merge = [], evaluation._merge_scores
-    monkeypatch.setattr(evaluation, "_score_shard", _shard_with_pid)
+    pids, merge = [], scoring._merge_scores
+    monkeypatch.setattr(scoring, "_score_shard", _shard_with_pid)
     # the workers merge their own batches too: only the parent's merge of the shards sees tagged parts
-    monkeypatch.setattr(evaluation, "_merge_scores", lambda parts, shards, n: pids.extend(
+    monkeypatch.setattr(scoring, "_merge_scores", lambda parts, shards, n: pids.extend(
         p.pid for p in parts if hasattr(p, "pid")) or merge(parts, shards, n))
     three = score_sentences(model, method, sents, replace(cfg, workers=3), torch.device("cpu"))
     assert len(set(pids)) == 3 and os.getpid() not in pids
@@ -147,7 +147,7 @@ def ptb_run(tmp_path_factory) -> Path:
     """Preset tiny, 3 epochs on the first 400/100/100 lines of PTB (a few seconds on one thread)."""
     if not PTB.is_dir():
         pytest.skip("../shared/data/ptb is not present")
-    from textsvae.train import train_run
+    from textsvae.training.train import train_run
 
     root = tmp_path_factory.mktemp("ptb_eval")
     cut = root / "ptb_cut"
@@ -249,8 +249,8 @@ def test_validation_mi_and_au_use_the_same_functions(ptb_run):
     that subset with one sample per sentence (same q, same generator seed eval_seed + 1, split order)."""
     from dataclasses import replace
 
-    from textsvae.run_eval import load_model, split_sentences
-    from textsvae.validation import validation_metrics
+    from textsvae.evaluation.run_eval import load_model, split_sentences
+    from textsvae.training.validation import validation_metrics
 
     model, method, config, vocab, dev = load_model(ptb_run, "cpu")
     valid = split_sentences(config, vocab, "valid")
@@ -264,8 +264,8 @@ def test_validation_mi_and_au_use_the_same_functions(ptb_run):
 def test_eval_cli_reports_mi_with_its_se_and_he_et_al_minibatch_mi(ptb_run):
     """`eval --mi-batch 32`: MI over the split with a Monte-Carlo SE, and He et al.'s per-minibatch MI over
     their one-length batches, which cannot exceed those batches' ceiling sum_b |b|/N log |b|."""
-    from textsvae.run_eval import load_model, split_sentences
-    from textsvae.metrics import length_batches
+    from textsvae.evaluation.run_eval import load_model, split_sentences
+    from textsvae.kernels.metrics import length_batches
 
     result = CliRunner().invoke(cli, ["eval", str(ptb_run), "--split", "test", "-k", "2", "--mi-batch", "32",
                                       "--threads", "1", "--json"])
@@ -283,7 +283,7 @@ def test_eval_cli_reports_mi_with_its_se_and_he_et_al_minibatch_mi(ptb_run):
 def test_eval_precision_override_is_saved_beside_the_runs_own_evaluation(ptb_run):
     """--precision bf16 on an fp32 run: the same model in bf16 autocast, in its own file, close to fp32;
     a CPU without bf16 LSTM kernels refuses it in one line."""
-    from textsvae.device import cpu_lstm_runs_in
+    from textsvae.kernels.device import cpu_lstm_runs_in
 
     runner = CliRunner()
     own = json.loads(runner.invoke(cli, ["eval", str(ptb_run), "-k", "5", "--precision", "fp32", "--json"]).output)

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from textsvae.bench import run_benchmark  # noqa: E402
+from textsvae.bench.runner import run_benchmark  # noqa: E402
 from textsvae.cli import cli  # noqa: E402
-from textsvae.config import ConfigError  # noqa: E402
-from textsvae.executors import ExecutorError, make_executor  # noqa: E402
-from textsvae.grid import load_benchmark  # noqa: E402
-from textsvae.results import load_results  # noqa: E402
+from textsvae.core.config import ConfigError  # noqa: E402
+from textsvae.bench.executors import ExecutorError, make_executor  # noqa: E402
+from textsvae.bench.grid import load_benchmark  # noqa: E402
+from textsvae.bench.results import load_results  # noqa: E402
 
 # three real (tiny) runs: 2 optimiser steps on 100 synthetic sentences, K = 2, two splits
 TINY3 = """
@@ -112,7 +112,7 @@ class FakeRay:
 
 
 def test_the_engine_shuts_down_only_the_ray_it_started_and_cancels_on_interrupt():
-    from textsvae.executors.ray_executor import RayExecutor
+    from textsvae.bench.executors.ray_executor import RayExecutor
 
     fake = FakeRay(initialised=False)                    # address "": a local instance, ours to stop
     assert sorted(RayExecutor(fake, 2, "", 1.0, 0.0).map_unordered(operator.neg, [1, 2, 3])) == [-3, -2, -1]

@@ -17,14 +17,14 @@ from click.testing import CliRunner
 submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402  (submitit's dependency)
 
-from textsvae import bench as B  # noqa: E402
-from textsvae.bench import run_benchmark, run_status  # noqa: E402
+from textsvae.bench import runner as B  # noqa: E402
+from textsvae.bench.runner import run_benchmark, run_status  # noqa: E402
 from textsvae.cli import cli  # noqa: E402
-from textsvae.config import ConfigError  # noqa: E402
-from textsvae.executors import ExecutorError, make_executor  # noqa: E402
-from textsvae.grid import load_benchmark  # noqa: E402
-from textsvae.locks import pid_alive as running, read_lock  # noqa: E402
-from textsvae.results import load_results  # noqa: E402
+from textsvae.core.config import ConfigError  # noqa: E402
+from textsvae.bench.executors import ExecutorError, make_executor  # noqa: E402
+from textsvae.bench.grid import load_benchmark  # noqa: E402
+from textsvae.bench.locks import pid_alive as running, read_lock  # noqa: E402
+from textsvae.bench.results import load_results  # noqa: E402
 
 # the jobs unpickle this module's functions: send them by value (tests/ is not importable there)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -107,7 +107,7 @@ def preempted_execute_run(task):
     import os
     import signal
 
-    from textsvae.bench import execute_run
+    from textsvae.bench.runner import execute_run
     from textsvae.methods import REGISTRY
 
     vae = REGISTRY["vae"]

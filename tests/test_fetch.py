@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from textsvae.cli import cli
-from textsvae.config import DataConfig
+from textsvae.core.config import DataConfig
 from textsvae.data import load_corpus
 from textsvae.data.fetch import SOURCES, digest_of
 

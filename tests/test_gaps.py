@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from textsvae.cli import cli
-from textsvae.config import ConfigError, preset_config
-from textsvae.gaps import build_gap_table, reproduces
-from textsvae.grid import RunSpec
-from textsvae.reported import REPORTED
-from textsvae.tables import build_table, render
+from textsvae.core.config import ConfigError, preset_config
+from textsvae.reporting.gaps import build_gap_table, reproduces
+from textsvae.bench.grid import RunSpec
+from textsvae.reporting.published import REPORTED
+from textsvae.reporting.tables import build_table, render
 
 PTB_REPRO = Path(__file__).resolve().parents[1] / "results" / "ptb-repro"
 LI = {row["label"]: row for row in REPORTED["li2019-ptb"]["rows"]}
@@ -125,7 +125,7 @@ def test_cli_gaps_on_the_committed_ptb_repro_folder_and_its_error(tmp_path):
 
 def test_every_published_method_builds_and_he_et_al_rows_all_have_a_yahoo_paper_run():
     """A typo in a published row's method would silently leave it without a gap."""
-    from textsvae.grid import load_benchmark
+    from textsvae.bench.grid import load_benchmark
     from textsvae.methods import build_method
 
     named = [row for rows in REPORTED.values() for row in rows["rows"] if "method" in row]
@@ -139,9 +139,9 @@ def test_every_published_method_builds_and_he_et_al_rows_all_have_a_yahoo_paper_
 
 def test_every_packaged_benchmark_loads_and_has_a_column_for_every_metric_its_published_rows_give():
     """A published value with no column of its own would silently drop out of the table and the gaps."""
-    from textsvae.grid import list_benchmarks, load_benchmark
-    from textsvae.metric_registry import METRICS
-    from textsvae.reported import reported_rows
+    from textsvae.bench.grid import list_benchmarks, load_benchmark
+    from textsvae.core.metric_registry import METRICS
+    from textsvae.reporting.published import reported_rows
 
     names = list_benchmarks()
     assert {"skip-vae-paper", "yahoo-paper", "ptb-repro"} <= set(names)

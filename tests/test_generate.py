@@ -18,10 +18,10 @@ from click.testing import CliRunner, Result
 
 import textsvae
 from textsvae.cli import DECODE_OPTIONS, cli
-from textsvae.config import apply_overrides, preset_config
-from textsvae.decoding import DecodeOptions
-from textsvae.generate import count_unknown, interpolation_z, posterior_z, prior_z
-from textsvae.train import train_run
+from textsvae.core.config import apply_overrides, preset_config
+from textsvae.model.decoding import DecodeOptions
+from textsvae.inference.generate import count_unknown, interpolation_z, posterior_z, prior_z
+from textsvae.training.train import train_run
 
 SHORT = ["--max-len", "12"]          # every decoding here stops after 12 words: fast and enough to compare
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -178,7 +178,7 @@ def test_interpolation_z_has_the_endpoints_exactly():
 
 def test_interpolation_endpoints_are_the_mean_reconstructions(vae, run, test_lines, monkeypatch):
     """t = 0 decodes exactly z = mu_A (what `reconstruct` decodes for A), t = 1 exactly mu_B; so the sentences agree."""
-    import textsvae.generate as generate
+    import textsvae.inference.generate as generate
 
     a, b = test_lines[0], test_lines[7]
     seen = []

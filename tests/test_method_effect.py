@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from textsvae.config import apply_overrides, preset_config
-from textsvae.evaluation import evaluate_model
-from textsvae.train import Trainer
+from textsvae.core.config import apply_overrides, preset_config
+from textsvae.evaluation.scoring import evaluate_model
+from textsvae.training.train import Trainer
 
 MARGIN = 0.1
 

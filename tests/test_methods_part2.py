@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from textsvae.config import ModelConfig, apply_overrides, preset_config
+from textsvae.core.config import ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
 from textsvae.methods import MethodError, build_method
 from textsvae.methods.bow import bag_of_words_nll
@@ -31,8 +31,8 @@ from textsvae.methods.delta_vae import variance_bounds
 from textsvae.methods.dg_vae import aggregate_kl
 from textsvae.methods.du_vae import RMSScaleBatchNorm, floored_logvar
 from textsvae.methods.wae_mmd import mmd_imq
-from textsvae.models import TextVAE
-from textsvae.train import Trainer
+from textsvae.model.models import TextVAE
+from textsvae.training.train import Trainer
 
 
 def kl_by_hand(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -317,7 +317,7 @@ def test_mdr_multiplier_is_checkpointed_and_logged(tiny_corpus, tmp_path):
     from click.testing import CliRunner
 
     from textsvae.cli import cli
-    from textsvae.io import read_jsonl
+    from textsvae.core.io import read_jsonl
 
     run = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--data", str(tiny_corpus), "--method", "mdr", "-p", "lr=0.1",
@@ -376,7 +376,7 @@ def test_wae_mmd_kl_term_weighs_kl_and_mmd():
 
 def test_wae_mmd_run_reports_iw_nll_like_every_method(tiny_corpus, tmp_path):
     """The objective is not an ELBO, yet the model under q has a finite IW-NLL at most its Rec + KL, on average."""
-    from textsvae.evaluation import evaluate_model
+    from textsvae.evaluation.scoring import evaluate_model
 
     trainer = tiny_trainer(tmp_path, tiny_corpus, "wae-mmd")
     trainer.prepare_run_dir(force=False)
@@ -425,7 +425,7 @@ def test_bow_run_evaluates_from_its_checkpoint(tiny_corpus, tmp_path):
     from click.testing import CliRunner
 
     from textsvae.cli import cli
-    from textsvae.run_eval import load_model
+    from textsvae.evaluation.run_eval import load_model
 
     run = tmp_path / "run"
     result = CliRunner().invoke(cli, ["train", "--data", str(tiny_corpus), "--method", "bow", "--epochs", "1",

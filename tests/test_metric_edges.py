@@ -17,8 +17,8 @@ import math
 import pytest
 import torch
 
-from textsvae import schedules
-from textsvae.metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_relative_se,
+from textsvae.methods import schedules
+from textsvae.kernels.metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_relative_se,
                               log_aggregate_posterior, mutual_information, mutual_information_minibatch,
                               sample_posterior, standard_error)
 

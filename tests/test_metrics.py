@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from textsvae.metrics import (active_units, aggregate_posterior_terms, elbo, gaussian_kl, iw_log_weights, iw_nll,
+from textsvae.kernels.metrics import (active_units, aggregate_posterior_terms, elbo, gaussian_kl, iw_log_weights, iw_nll,
                               kl_per_dimension, kl_total, length_batches, log_aggregate_posterior, log_normal_diag,
                               mutual_information, mutual_information_minibatch, perplexity, standard_error)
 

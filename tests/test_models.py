@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from textsvae.fast_paths import fast_paths
-from textsvae.config import ModelConfig
+from textsvae.kernels.fast_paths import fast_paths
+from textsvae.core.config import ModelConfig
 from textsvae.data import make_batch
-from textsvae.models import TextVAE
+from textsvae.model.models import TextVAE
 
 V = 30
 SENTENCES = [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14], [4]]
@@ -137,7 +137,7 @@ def test_init_ranges():
 
 
 def test_cpu_dropout_is_inverted_dropout_with_rate_p():
-    from textsvae.dropout import Dropout
+    from textsvae.kernels.dropout import Dropout
 
     drop = Dropout(0.3)
     x = torch.full((200_000,), 2.0, requires_grad=True)
@@ -159,9 +159,9 @@ def test_cpu_dropout_is_inverted_dropout_with_rate_p():
                                                   ("standard", 1, torch.float32), ("skip", 2, torch.float32)])
 def test_first_layer_over_samples_equals_the_lstm_over_the_repeated_input(monkeypatch, decoder, layers, dtype):
     """Without gradients, S samples of each sentence go through the first decoder layer with each
-    sentence's input projection computed once and tanh as 2 sigmoid(2x) - 1 (textsvae.sample_lstm):
+    sentence's input projection computed once and tanh as 2 sigmoid(2x) - 1 (textsvae.kernels.sample_lstm):
     log p(x|z) equals nn.LSTM's (to 1e-10 nats in fp64, 1e-4 in fp32)."""
-    from textsvae import sample_lstm
+    from textsvae.kernels import sample_lstm
 
     torch.manual_seed(0)
     model = TextVAE(40, ModelConfig(decoder=decoder, emb_dim=8, enc_hidden=8, dec_hidden=6, latent_dim=3,

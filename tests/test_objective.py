@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from textsvae.config import apply_overrides, preset_config
+from textsvae.core.config import apply_overrides, preset_config
 from textsvae.data.vocab import UNK_ID
 from textsvae.methods import build_method
-from textsvae.train import Trainer
+from textsvae.training.train import Trainer
 
 STEPS_PER_EPOCH = 2     # the tiny corpus: 40 training sentences in batches of 32
 NZ = 8                  # the tiny preset's latent size

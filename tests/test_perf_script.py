@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from textsvae.evaluation import evaluate_model
+from textsvae.evaluation.scoring import evaluate_model
 
 PERF = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "perf.py"
 FAST = ["--preset", "tiny", "--threads", "1", "--precisions", "fp32", "--warmup", "1", "--k", "5",

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from textsvae import bench as B
-from textsvae.bench import RunOutcome, run_benchmark
-from textsvae.grid import load_benchmark
-from textsvae.progress import BarProgress, LineProgress, Progress, lines_only, progress
+from textsvae.bench import runner as B
+from textsvae.bench.runner import RunOutcome, run_benchmark
+from textsvae.bench.grid import load_benchmark
+from textsvae.core.progress import BarProgress, LineProgress, Progress, lines_only, progress
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^epoch 3/40: (\d+)/10 batches \((\d+)%\), [\d.]+ batches/s(?:, (eta|took) \d+s)?, loss=104.2$")
@@ -69,11 +69,11 @@ def test_a_loop_shorter_than_the_period_prints_nothing(monkeypatch):
 
 def test_without_a_stream_lines_go_to_the_log(caplog, monkeypatch):
     monkeypatch.setenv("TEXTSVAE_PROGRESS", "lines")        # even under `pytest -s` on a terminal
-    with caplog.at_level(logging.INFO, logger="textsvae.progress"):
+    with caplog.at_level(logging.INFO, logger="textsvae.core.progress"):
         with progress(3, "iw-nll K=5", unit="sentences", stream=None) as shown:
             shown.update(2)
             shown.update(1)
-    assert [r.name for r in caplog.records] == ["textsvae.progress"] * 3
+    assert [r.name for r in caplog.records] == ["textsvae.core.progress"] * 3
     assert caplog.records[-1].getMessage().startswith("iw-nll K=5: 3/3 sentences (100%), ")
 
 
@@ -97,7 +97,7 @@ def test_lines_setting_and_lines_only_give_lines_on_a_terminal(monkeypatch):
 
 def test_off_prints_nothing(monkeypatch, caplog):
     monkeypatch.setenv("TEXTSVAE_PROGRESS", "off")
-    with caplog.at_level(logging.INFO, logger="textsvae.progress"):
+    with caplog.at_level(logging.INFO, logger="textsvae.core.progress"):
         for stream in (io.StringIO(), FakeTerminal(), None):
             run_loop(stream)
             assert stream is None or stream.getvalue() == ""
@@ -120,7 +120,7 @@ def test_a_resumed_loop_counts_from_initial():
 
 def test_a_real_terminal_shows_a_tqdm_bar():
     """Under a pseudo-terminal (no CI) the display is tqdm's bar: carriage returns and `n/total`."""
-    code = ("import time; from textsvae.progress import progress\n"
+    code = ("import time; from textsvae.core.progress import progress\n"
             "with progress(5, 'bar-test', unit='sentences') as p:\n"
             "    for _ in range(5):\n        time.sleep(0.05); p.update()\n")
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "TEXTSVAE_PROGRESS")}
@@ -156,10 +156,10 @@ def test_bench_counts_finished_runs_of_the_grid_and_failures(tmp_path, monkeypat
     monkeypatch.setenv("TEXTSVAE_PROGRESS", "lines")
     monkeypatch.setattr(B, "execute_run", lambda task: RunOutcome(
         task.spec.run_id, "failed" if task.spec.run_id == failing else "finished", "boom"))
-    with caplog.at_level(logging.INFO, logger="textsvae.progress"):
+    with caplog.at_level(logging.INFO, logger="textsvae.core.progress"):
         report = run_benchmark(bench, tmp_path / "results", jobs=1, threads=1)
     assert len(report.failed) == 1
-    lines = [r.getMessage() for r in caplog.records if r.name == "textsvae.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "textsvae.core.progress"]
     assert len(lines) == 7                                   # a line as each of 3 runs starts and ends, a last one
     assert lines[-1].startswith("three: 3/3 runs (100%), ") and lines[-1].endswith("running=0, failed=1")
     assert lines[1].startswith("three: 1/3 runs (33%), ") and lines[1].endswith("running=0, failed=0")
@@ -185,9 +185,9 @@ def test_train_under_ci_prints_periodic_lines(tmp_path):
 
 def test_a_step_that_raises_still_closes_the_epochs_progress(tmp_path, monkeypatch, caplog):
     """A failing step ends the display with its last line (on a terminal: the bar is closed, not left open)."""
-    from textsvae.config import apply_overrides, preset_config
+    from textsvae.core.config import apply_overrides, preset_config
     from textsvae.methods import REGISTRY
-    from textsvae.train import train_run
+    from textsvae.training.train import train_run
 
     vae, calls = REGISTRY["vae"], {"n": 0}
     original = vae.train_step
@@ -200,8 +200,8 @@ def test_a_step_that_raises_still_closes_the_epochs_progress(tmp_path, monkeypat
     monkeypatch.setattr(vae, "train_step", step)
     config = apply_overrides(preset_config("tiny"), {"data": "synthetic", "synthetic_train": 200, "epochs": 1,
                                                      "threads": 1, "progress": True})
-    with caplog.at_level(logging.INFO, logger="textsvae.progress"), pytest.raises(RuntimeError, match="boom"):
+    with caplog.at_level(logging.INFO, logger="textsvae.core.progress"), pytest.raises(RuntimeError, match="boom"):
         train_run(config, tmp_path / "run")
-    lines = [r.getMessage() for r in caplog.records if r.name == "textsvae.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "textsvae.core.progress"]
     assert lines[0].startswith("epoch 1/1: 1/7 batches") and lines[-1].startswith("epoch 1/1: 2/7 batches")
     assert ", took " in lines[-1]

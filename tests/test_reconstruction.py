@@ -12,12 +12,12 @@ import torch
 from click.testing import CliRunner
 
 from textsvae.cli import cli
-from textsvae.config import EvalConfig, ModelConfig, apply_overrides, preset_config
-from textsvae.decoding import DecodeOptions, decode
-from textsvae.evaluation import evaluate_model
+from textsvae.core.config import EvalConfig, ModelConfig, apply_overrides, preset_config
+from textsvae.model.decoding import DecodeOptions, decode
+from textsvae.evaluation.scoring import evaluate_model
 from textsvae.methods import build_method
-from textsvae.models import TextVAE
-from textsvae.reconstruction import EXTRA_WORDS, reconstruct, recon_bleu, reconstruction_metrics, token_accuracy
+from textsvae.model.models import TextVAE
+from textsvae.evaluation.reconstruction import EXTRA_WORDS, reconstruct, recon_bleu, reconstruction_metrics, token_accuracy
 
 REFS = ["the cat sat on the mat", "a dog ran in the park today"]
 HYPS = ["the cat sat on a mat", "a dog ran in the park"]
@@ -107,7 +107,7 @@ def test_evaluate_model_adds_recon_only_when_asked():
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """Preset tiny on 400 synthetic sentences, 2 epochs, one thread: a standard, a skip and an LM run."""
-    from textsvae.train import train_run
+    from textsvae.training.train import train_run
 
     root = tmp_path_factory.mktemp("recon")
     out = {}
@@ -163,10 +163,10 @@ method = "vae"
 
 
 def test_a_benchmark_listing_recon_metrics_writes_their_rows(tmp_path, write_bench):
-    from textsvae.bench import run_benchmark
-    from textsvae.grid import load_benchmark
-    from textsvae.results import load_results
-    from textsvae.tables import build_table, render
+    from textsvae.bench.runner import run_benchmark
+    from textsvae.bench.grid import load_benchmark
+    from textsvae.bench.results import load_results
+    from textsvae.reporting.tables import build_table, render
 
     bdir = write_bench(tmp_path / "b", "recon", BENCH)
     write_bench(bdir, "plain", BENCH.replace(', "recon_bleu", "recon_acc"', ""))

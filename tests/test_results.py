@@ -9,13 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.grid import RunSpec
+from textsvae.bench.grid import RunSpec
 from textsvae.cli import cli
-from textsvae.config import ConfigError, preset_config
-from textsvae.probe import fit_probe
-from textsvae.reported import REPORTED
-from textsvae.results import load_results, write_failure, write_rows
-from textsvae.tables import aggregate, build_table, render
+from textsvae.core.config import ConfigError, preset_config
+from textsvae.evaluation.probe import fit_probe
+from textsvae.reporting.published import REPORTED
+from textsvae.bench.results import load_results, write_failure, write_rows
+from textsvae.reporting.tables import aggregate, build_table, render
 
 PROV = {"git_commit": "abc123", "version": "0.1.0", "machine": "x86_64 2 cores"}
 
@@ -112,7 +112,7 @@ def test_rendered_tables_mark_the_best_cell():
 
 
 def test_numbers_just_below_zero_print_as_zero_not_minus_zero():
-    from textsvae.metric_registry import fixed
+    from textsvae.core.metric_registry import fixed
 
     assert [fixed(v, 2) for v in (-0.0004, -0.006, 0.0, 2.5)] == ["0.00", "-0.01", "0.00", "2.50"]
     assert [fixed(v, 2, signed=True) for v in (-0.004, 0.004, -1.0)] == ["+0.00", "+0.00", "-1.00"]
@@ -183,7 +183,7 @@ def test_probe_recovers_a_planted_label():
 
 
 def test_plot_writes_a_png(tmp_path):
-    from textsvae.plot import plot_runs
+    from textsvae.reporting.plot import plot_runs
 
     dirs = []
     for i, decoder in enumerate(("standard", "skip")):
@@ -222,7 +222,7 @@ def drawn(monkeypatch) -> dict:
 
 def test_protocol_panels_read_the_per_epoch_log(tmp_path, drawn):
     """lr and valid_loss are per-epoch values: per_epoch reads log.jsonl even beside a monitor.jsonl."""
-    from textsvae import plot
+    from textsvae.reporting import plot
 
     d = tmp_path / "run"
     d.mkdir()
@@ -238,7 +238,7 @@ def test_protocol_panels_read_the_per_epoch_log(tmp_path, drawn):
 
 def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, drawn):
     """The LM logs KL 0 and beta 1 (no z): its line is in the loss and LR panels only, named LSTM-LM."""
-    from textsvae import plot
+    from textsvae.reporting import plot
 
     dirs = []
     for decoder in ("lm", "skip"):
@@ -259,7 +259,7 @@ def test_an_lm_is_labelled_as_one_and_draws_no_z_curves(tmp_path, drawn):
 
 def test_run_labels_name_a_precision_other_than_fp32(tmp_path):
     """Two runs of one method in fp32 and bf16 get two labels in a plot's legend."""
-    from textsvae.plot import run_label
+    from textsvae.reporting.plot import run_label
 
     labels = []
     for precision in ("fp32", "bf16", None):

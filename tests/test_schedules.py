@@ -1,11 +1,11 @@
-"""KL-weight schedules: exact values at known steps (formulas in textsvae/schedules.py)."""
+"""KL-weight schedules: exact values at known steps (formulas in textsvae/methods/schedules.py)."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from textsvae import schedules
+from textsvae.methods import schedules
 
 
 def test_constant():

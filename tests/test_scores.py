@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from textsvae.config import apply_overrides, preset_config
-from textsvae.run_eval import evaluate_run, load_model, scores_path, split_sentences, text_hash
-from textsvae.train import train_run
+from textsvae.core.config import apply_overrides, preset_config
+from textsvae.evaluation.run_eval import evaluate_run, load_model, scores_path, split_sentences, text_hash
+from textsvae.training.train import train_run
 
 SETTINGS = {"data": "synthetic", "synthetic_train": 200, "epochs": 1, "max_steps": 2, "iw_samples": 3,
             "monitor_size": 10, "threads": 1, "progress": False}

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner
 
 from textsvae.cli import cli
-from textsvae.config import preset_config
-from textsvae.gaps import build_gap_table, build_vs_table
-from textsvae.grid import RunSpec
-from textsvae.results import ResultsError
-from textsvae.tables import build_table, render, t_interval
+from textsvae.core.config import preset_config
+from textsvae.reporting.gaps import build_gap_table, build_vs_table
+from textsvae.bench.grid import RunSpec
+from textsvae.bench.results import ResultsError
+from textsvae.reporting.tables import build_table, render, t_interval
 
 QUICK = Path(__file__).resolve().parents[1] / "results" / "quick"
 T975_2 = 4.302652729749464     # t_{0.975}, 2 degrees of freedom
@@ -100,8 +100,8 @@ def test_the_committed_quick_table_takes_the_new_flags():
 
 @pytest.mark.skipif(not QUICK.is_dir(), reason="no committed quick results")
 def test_the_report_with_ci_and_vs_shows_the_intervals_and_the_marks():
-    from textsvae.grid import load_benchmark
-    from textsvae.report import build_report
+    from textsvae.bench.grid import load_benchmark
+    from textsvae.reporting.page import build_report
 
     bench = load_benchmark("quick")
     plain = build_report(bench, QUICK)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textsvae.config import ConfigError, apply_overrides, preset_config
-from textsvae.io import read_jsonl
+from textsvae.core.config import ConfigError, apply_overrides, preset_config
+from textsvae.core.io import read_jsonl
 from textsvae.methods import REGISTRY
 from textsvae.trackers import TRACKERS, TrackerKind, flat_params, parse_track, readback
 from textsvae.trackers.readback import logged_series
-from textsvae.train import resume_run, train_run
+from textsvae.training.train import resume_run, train_run
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("mlflow")
@@ -160,8 +160,8 @@ def test_ctrl_c_then_resume_continues_each_tracker_run(tmp_path):
 KILL_AT_STEP_12 = """
 import os, sys
 from textsvae.methods import REGISTRY
-from textsvae.config import ConfigError, apply_overrides, preset_config
-from textsvae.train import train_run
+from textsvae.core.config import ConfigError, apply_overrides, preset_config
+from textsvae.training.train import train_run
 vae, calls = REGISTRY["vae"], {"n": 0}
 original = vae.train_step
 def step(self, trainer, batch, beta):
@@ -338,9 +338,9 @@ method = "vae"
 """
 
 def test_bench_sends_each_run_and_its_final_evaluation(tmp_path, write_bench):
-    from textsvae.bench import run_benchmark
-    from textsvae.grid import load_benchmark
-    from textsvae.results import load_results
+    from textsvae.bench.runner import run_benchmark
+    from textsvae.bench.grid import load_benchmark
+    from textsvae.bench.results import load_results
 
     spec = load_benchmark("trk", write_bench(tmp_path / "benchmarks", "trk", GRID))
     results = tmp_path / "results"

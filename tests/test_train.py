@@ -17,15 +17,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.lr_rules import end_of_epoch
-from textsvae import device as D
-from textsvae import io as tio
-from textsvae import train as T
+from textsvae.training.lr_rules import end_of_epoch
+from textsvae.kernels import device as D
+from textsvae.core import io as tio
+from textsvae.training import train as T
 from textsvae.cli import cli
-from textsvae.config import RunConfig, apply_overrides, preset_config
-from textsvae.io import append_jsonl, atomic_write_text, read_jsonl
+from textsvae.core.config import RunConfig, apply_overrides, preset_config
+from textsvae.core.io import append_jsonl, atomic_write_text, read_jsonl
 from textsvae.methods import REGISTRY
-from textsvae.train import read_run_config, resume_run, train_run
+from textsvae.training.train import read_run_config, resume_run, train_run
 
 TIMING = {"seconds", "tokens_per_s"}
 FLAGS = ["--set", "threads=1", "--set", "progress=false"]
@@ -352,7 +352,7 @@ def test_nan_in_the_first_step_of_a_long_epoch_is_reported_at_that_step(tmp_path
         return out
 
     monkeypatch.setattr(vae, "loss", nan_at_step_3)
-    from textsvae.train import TrainingDiverged
+    from textsvae.training.train import TrainingDiverged
     with pytest.raises(TrainingDiverged, match=r"at step 3 \(epoch 1\)"):
         train_run(tiny(synthetic_train=2000, batch_size=16), tmp_path / "run")   # 125 steps per epoch
     assert not (tmp_path / "run" / "last.pt").exists()
@@ -402,8 +402,9 @@ def test_appending_after_a_torn_line_keeps_the_new_row(tmp_path):
     assert read_jsonl(path) == [{"epoch": 1}, {"epoch": 2}]
 
 
-CORE_MODULES = ["config.py", "io.py", "models.py", "train.py", "validation.py", "data/vocab.py",
-                "data/corpus.py", "data/batching.py", "data/synthetic.py", "data/fetch.py"]
+CORE_MODULES = ["core/config.py", "core/rundir.py", "model/models.py", "training/train.py", "training/checkpoint.py",
+                "training/run_state.py", "training/validation.py", "data/vocab.py", "data/corpus.py",
+                "data/batching.py", "data/synthetic.py", "data/fetch.py"]
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
@@ -411,8 +412,6 @@ def test_core_modules_write_files_only_through_textsvae_io(module):
     """Every file the core writes goes through io.atomic_* (temp file, fsync, rename) or append_jsonl."""
     import re
 
-    if module == "io.py":
-        return
     source = (REPO / "textsvae" / module).read_text()
     pattern = r"\.write_text\(|\.write_bytes\(|torch\.save\(|\bopen\([^)]*['\"][wax]b?\+?['\"]|\.to_csv\(\s*[^)\s]|savefig\("
     assert not re.findall(pattern, source)
@@ -444,20 +443,20 @@ def test_step_monitor_logs_rows_and_leaves_training_unchanged(tmp_path):
                                                             ("AVX2", "fp32", False)])
 def test_bf16_on_a_cpu_without_avx512_is_warned_about(capability, precision, warned, monkeypatch, caplog):
     """Without AVX-512 a bf16 matmul took ~40x as long as fp32 here: a user asking for bf16 is told."""
-    from textsvae.train import Trainer
+    from textsvae.training.train import Trainer
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(D, "cpu_lstm_runs_in", lambda precision: True)  # whatever this machine's LSTM runs
-    with caplog.at_level("WARNING", logger="textsvae.device"):
+    with caplog.at_level("WARNING", logger="textsvae.kernels.device"):
         Trainer(tiny(precision=precision), "/nonexistent-run")
     assert ("bf16 matmuls are emulated" in caplog.text) == warned
 
 
 def test_the_lstm_probe_says_what_a_model_does_in_bf16_on_this_cpu():
     """Either way round: where the probe says no, the model's bf16 forward pass fails as it does."""
-    from textsvae.config import ModelConfig
+    from textsvae.core.config import ModelConfig
     from textsvae.data.batching import make_batch
-    from textsvae.models import TextVAE
+    from textsvae.model.models import TextVAE
 
     model = TextVAE(30, ModelConfig(emb_dim=8, enc_hidden=8, dec_hidden=8, latent_dim=4))
     model.set_precision("bf16")
@@ -494,7 +493,7 @@ def test_a_precision_this_cpus_lstm_cannot_run_is_one_line_before_any_work(field
 
 def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp_path, monkeypatch, caplog):
     """A run trained where bf16 runs (a GPU, say) is still evaluated here, in fp32, and says so."""
-    from textsvae.run_eval import load_model
+    from textsvae.evaluation.run_eval import load_model
 
     run = tmp_path / "run"
     train_run(tiny(epochs=1), run)
@@ -502,7 +501,7 @@ def test_a_run_whose_eval_precision_this_cpu_cannot_run_is_evaluated_in_fp32(tmp
     config["eval"]["eval_precision"] = "bf16"
     (run / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr(D, "cpu_lstm_runs_in", lambda precision: precision == "fp32")
-    with caplog.at_level("WARNING", logger="textsvae.run_eval"):
+    with caplog.at_level("WARNING", logger="textsvae.evaluation.run_eval"):
         _, _, loaded, _, _ = load_model(run, "cpu")
     assert loaded.eval.eval_precision == "fp32"
     assert "eval_precision=bf16 cannot run on this CPU's LSTM kernels: evaluating in fp32" in caplog.text
@@ -680,7 +679,7 @@ def test_skip_vae_rule_follows_its_code(tmp_path, seed, epochs, start, min_lr):
 
 
 def test_lr_rules_are_checked_and_match_the_config_names():
-    from textsvae.config import LR_RULES, ConfigError
+    from textsvae.core.config import LR_RULES, ConfigError
 
     assert tuple(T.LR_RULES) == LR_RULES
     with pytest.raises(ConfigError, match=r"^lr_rule must be one of plateau, skip-vae, got 'cosine'$"):
@@ -711,8 +710,8 @@ def test_skip_vae_rule_resumes_exactly_after_ctrl_c_mid_decay(tmp_path, monkeypa
 def test_status_describes_a_skip_vae_run_by_its_own_rule(tmp_path, write_bench):
     """bench --status: a skip-vae run halves every epoch once decaying, so it shows halvings and min_lr,
     not the plateau rule's "k of max_decays halvings, j of patience worse epochs"."""
-    from textsvae.grid import load_benchmark
-    from textsvae.status import training_summary
+    from textsvae.bench.grid import load_benchmark
+    from textsvae.bench.status import training_summary
 
     text = 'description = "s"\npreset = "tiny"\nseeds = [0]\ndecoders = ["standard"]\n[settings]\n' \
            'lr = 1.0\noptimizer = "sgd"\nlr_rule = "skip-vae"\n[[methods]]\nmethod = "vae"\n'

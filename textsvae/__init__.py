@@ -1,5 +1,5 @@
 """textsvae: a benchmark suite for variational autoencoders of text with LSTM decoders."""
-from .version import __version__
+from .core.version import __version__
 
 __all__ = ["__version__", "load_run"]
 
@@ -7,7 +7,7 @@ __all__ = ["__version__", "load_run"]
 def __getattr__(name: str):
     """Lazy exports: `textsvae.load_run` imports torch only when first used."""
     if name == "load_run":
-        from .api import load_run
+        from .inference.api import load_run
 
         return load_run
     raise AttributeError(f"module 'textsvae' has no attribute '{name}'")

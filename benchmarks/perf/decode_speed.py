@@ -1,4 +1,4 @@
-"""Sentences per second of greedy and beam-search decoding (textsvae.decoding) at the `ptb` preset sizes.
+"""Sentences per second of greedy and beam-search decoding (textsvae.model.decoding) at the `ptb` preset sizes.
 
     python benchmarks/perf/decode_speed.py --threads 2 --sentences 128 --max-len 30 --batch 64 \
         --out results/decode-speed.json
@@ -31,9 +31,9 @@ def build(decoder: str, device):
     """A fresh ptb-preset TextVAE whose </s> logit is pushed down (every decode runs to max_len)."""
     import torch
 
-    from textsvae.config import apply_overrides, preset_config
+    from textsvae.core.config import apply_overrides, preset_config
     from textsvae.data.vocab import EOS_ID
-    from textsvae.models import TextVAE
+    from textsvae.model.models import TextVAE
 
     torch.manual_seed(0)
     config = apply_overrides(preset_config("ptb"), {"decoder": decoder})
@@ -45,7 +45,7 @@ def build(decoder: str, device):
 
 def time_variant(model, z, options, batch: int, reps: int, device) -> tuple[float, list[list[int]]]:
     """Best seconds over reps rounds to decode every row of z, `batch` rows per call; and the outputs."""
-    from textsvae.decoding import decode
+    from textsvae.model.decoding import decode
 
     decode(model, z[:batch], options)   # warm-up
     best, out = float("inf"), []
@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from textsvae.decoding import DecodeOptions
-    from textsvae.io import atomic_write_text
+    from textsvae.model.decoding import DecodeOptions
+    from textsvae.core.io import atomic_write_text
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -31,12 +31,12 @@ def matmul_gflops(device, seconds: float = 2.0) -> float:
 
 def build(args):
     """(model, method, test sentences, config, device) at the ptb preset, or from --run."""
-    from textsvae.config import apply_overrides, preset_config
+    from textsvae.core.config import apply_overrides, preset_config
     from textsvae.data.corpus import load_corpus
-    from textsvae.run_eval import load_model, split_sentences
+    from textsvae.evaluation.run_eval import load_model, split_sentences
     from textsvae.methods import build_method
-    from textsvae.models import TextVAE
-    from textsvae.device import resolve_device
+    from textsvae.model.models import TextVAE
+    from textsvae.kernels.device import resolve_device
 
     if args.run:
         model, method, config, vocab, device = load_model(args.run, args.device)
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from textsvae.evaluation import score_sentences
+    from textsvae.evaluation.scoring import score_sentences
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,7 +2,7 @@
 
     python benchmarks/perf/fast_paths.py --threads 2
 
-The switches are `textsvae.fast_paths`'. A noisy machine drifts within minutes (see `results/perf.md`), by more than these paths
+The switches are `textsvae.kernels.fast_paths`'. A noisy machine drifts within minutes (see `results/perf.md`), by more than these paths
 change, so each variant runs on the same work in turn and the totals are compared:
 - IW-NLL with K samples: every group of --group test sentences is scored by each variant in turn
   (the order rotating from group to group); variants are the plain paths, `fewer_passes`
@@ -22,15 +22,15 @@ import time
 
 from timing import cpu_trainer  # a sibling: this folder is on sys.path
 
-# textsvae.fast_paths switches per variant
+# textsvae.kernels.fast_paths switches per variant
 VARIANTS = {"plain": dict(fewer_passes=False, sample_lstm=False),
             "fewer passes": dict(fewer_passes=True, sample_lstm=False),
             "fewer passes + sample_lstm": dict(fewer_passes=True, sample_lstm=True)}
 
 
 def iwnll(trainer, cfg, args) -> list[str]:
-    from textsvae.evaluation import evaluate_model
-    from textsvae.fast_paths import fast_paths
+    from textsvae.evaluation.scoring import evaluate_model
+    from textsvae.kernels.fast_paths import fast_paths
 
     sentences = trainer.corpus.splits["test"][: args.sentences]
     trainer.model.eval()
@@ -55,7 +55,7 @@ def iwnll(trainer, cfg, args) -> list[str]:
     return out
 
 
-# textsvae.fast_paths switches per variant; the z term applies to the skip decoder only
+# textsvae.kernels.fast_paths switches per variant; the z term applies to the skip decoder only
 TRAIN_VARIANTS = {
     "plain": dict(fewer_passes=False, z_term_per_sample=False, sparse_embeddings=False),
     "fewer passes": dict(fewer_passes=True, z_term_per_sample=False, sparse_embeddings=False),
@@ -64,8 +64,8 @@ TRAIN_VARIANTS = {
 
 
 def train(trainer, args) -> list[str]:
-    from textsvae import optim
-    from textsvae.fast_paths import fast_paths
+    from textsvae.kernels import optim
+    from textsvae.kernels.fast_paths import fast_paths
 
     batches = trainer.train_batches(0)
     model, method, t = trainer.model, trainer.method, trainer.config.train

@@ -4,9 +4,9 @@
 
 Every pair alternates within each round and keeps its best time over --reps rounds, so the
 machine's drift hits both alike:
-- exp vs exp2 over a (1024, V) block of logits (the fused softmax in `textsvae/ops.py` uses exp2);
-- tanh vs 2 sigmoid(2x) - 1 over a (600, 256) LSTM cell state (`textsvae/sample_lstm.py` uses the latter);
-- `nn.Dropout` vs `textsvae.dropout.Dropout`, forward + backward on a (32, 22, 256) decoder input;
+- exp vs exp2 over a (1024, V) block of logits (the fused softmax in `textsvae/kernels/ops.py` uses exp2);
+- tanh vs 2 sigmoid(2x) - 1 over a (600, 256) LSTM cell state (`textsvae/kernels/sample_lstm.py` uses the latter);
+- `nn.Dropout` vs `textsvae.kernels.dropout.Dropout`, forward + backward on a (32, 22, 256) decoder input;
 - the skip decoder's output layer without gradients: [h ; z] concatenated per row vs z's term
   once per sample (`ops.skip_cross_entropy`), 6000 rows of 22 steps, with the largest difference;
 - the fused output layer (`ops.linear_cross_entropy`, H = 256) with the fewer_passes fast path off and on:
@@ -44,9 +44,9 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from textsvae import ops
-    from textsvae.dropout import Dropout
-    from textsvae.fast_paths import fast_paths
+    from textsvae.kernels import ops
+    from textsvae.kernels.dropout import Dropout
+    from textsvae.kernels.fast_paths import fast_paths
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def main() -> None:
     rows.append((f"output layer no grad, {N} rows", "fewer_passes off", t["off"], "on", t["on"],
                  f"max |diff| {diff:.1e} nats"))
 
-    from textsvae import sample_lstm
+    from textsvae.kernels import sample_lstm
 
     E, B, S = 256, 12, 50
     lstm = torch.nn.LSTM(E + D, H, batch_first=True)

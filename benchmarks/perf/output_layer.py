@@ -1,4 +1,4 @@
-"""The fused output layer + cross-entropy (`textsvae/ops.py`) with its logit rows aligned or not, side by side.
+"""The fused output layer + cross-entropy (`textsvae/kernels/ops.py`) with its logit rows aligned or not, side by side.
 
     python benchmarks/perf/output_layer.py --vocab 10002 --threads 2
 
@@ -39,7 +39,7 @@ def main() -> None:
 
     import torch
 
-    from textsvae import ops
+    from textsvae.kernels import ops
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

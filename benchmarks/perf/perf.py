@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from textsvae.io import atomic_write_text
+from textsvae.core.io import atomic_write_text
 from timing import macs_per_target, matmul_rate, preset_trainer, sync  # a sibling: this folder is on sys.path
 
 
@@ -176,7 +176,7 @@ def case_iwnll(args, decoder: str, precision: str, workers: int = 1) -> dict:
 
     import torch
 
-    from textsvae.evaluation import score_sentences
+    from textsvae.evaluation.scoring import score_sentences
 
     trainer, cfg = _trainer(args, decoder, precision)
     cfg = replace(cfg, eval=replace(cfg.eval, workers=workers))
@@ -213,7 +213,7 @@ def case_miau(args, decoder: str, precision: str) -> dict:
     import torch
 
     from textsvae.data.batching import iterate_batches
-    from textsvae.evaluation import latent_metrics
+    from textsvae.evaluation.scoring import latent_metrics
 
     trainer, cfg = _trainer(args, decoder, precision)
     sentences = trainer.corpus.splits["test"]
@@ -241,10 +241,10 @@ CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwn
 
 
 def run_child(args) -> None:
-    from textsvae.config import ConfigError
+    from textsvae.core.config import ConfigError
     from textsvae.data.corpus import CorpusError
-    from textsvae.device import DeviceError
-    from textsvae.rundir import RunError
+    from textsvae.kernels.device import DeviceError
+    from textsvae.core.rundir import RunError
 
     try:
         _run_case(args)
@@ -262,7 +262,7 @@ def _probe_sizes(args) -> tuple[int, ...]:
 def _run_case(args) -> None:
     import torch
 
-    from textsvae.device import resolve_device
+    from textsvae.kernels.device import resolve_device
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -327,7 +327,7 @@ def main() -> None:
     if args.case:
         return run_child(args)
     try:
-        from textsvae.device import DeviceError, resolve_device
+        from textsvae.kernels.device import DeviceError, resolve_device
 
         resolve_device(args.device)
     except DeviceError as exc:

@@ -41,7 +41,7 @@ def output_kernels(n: int, hidden: int, vocab: int, dtype):
     """The output layer's three matmuls over n targets, the softmax block's rows aligned as in ops."""
     import torch
 
-    from textsvae import ops
+    from textsvae.kernels import ops
 
     padded = -(-vocab // ops.VOCAB_ALIGN) * ops.VOCAB_ALIGN
     h, w = torch.randn(n, hidden, dtype=dtype), torch.randn(vocab, hidden, dtype=dtype)
@@ -114,7 +114,7 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from textsvae.evaluation import evaluate_model
+    from textsvae.evaluation.scoring import evaluate_model
 
     trainer, cfg = cpu_trainer("time_profile.py", args.preset, args.data, args.threads, args.decoder, args.precision)
     torch.set_num_threads(args.threads)

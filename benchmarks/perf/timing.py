@@ -63,7 +63,7 @@ def macs_per_target(model_cfg, vocab_size: int) -> dict[str, float]:
     4 H (H [+ nz] + H) each above the first; output layer (H [+ nz]) x V, where [+ nz] is the skip
     decoder's z fed to every layer above the first and to the output layer.
     """
-    from textsvae.decoders import decoder_kind
+    from textsvae.core.decoders import decoder_kind
 
     m, kind = model_cfg, decoder_kind(model_cfg.decoder)
     nz = m.latent_dim if kind.uses_z else 0
@@ -80,8 +80,8 @@ def preset_trainer(preset: str, data: str, threads: int, decoder: str, precision
 
     Raises textsvae's ConfigError or CorpusError for a bad preset, data folder or precision.
     """
-    from textsvae.config import apply_overrides, preset_config
-    from textsvae.train import Trainer
+    from textsvae.core.config import apply_overrides, preset_config
+    from textsvae.training.train import Trainer
 
     cfg = apply_overrides(preset_config(preset), {
         "data": data, "decoder": decoder, "precision": precision, "eval_precision": precision,
@@ -91,9 +91,9 @@ def preset_trainer(preset: str, data: str, threads: int, decoder: str, precision
 
 def cpu_trainer(script: str, preset: str, data: str, threads: int, decoder: str, precision: str = "fp32"):
     """preset_trainer on the CPU; a bad preset, data folder or precision stops with one line `script: error: ...`."""
-    from textsvae.config import ConfigError
+    from textsvae.core.config import ConfigError
     from textsvae.data.corpus import CorpusError
-    from textsvae.device import DeviceError
+    from textsvae.kernels.device import DeviceError
 
     try:
         return preset_trainer(preset, data, threads, decoder, precision)

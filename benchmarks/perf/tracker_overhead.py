@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from textsvae.config import apply_overrides, preset_config
-from textsvae.io import read_jsonl
-from textsvae.train import train_run
+from textsvae.core.config import apply_overrides, preset_config
+from textsvae.core.io import read_jsonl
+from textsvae.training.train import train_run
 
 VARIANTS = ("", "tensorboard", "mlflow", "wandb", "tensorboard,mlflow,wandb")
 TIMING = {"seconds", "tokens_per_s"}

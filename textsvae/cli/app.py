@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 
 
 class UserError(click.ClickException):
@@ -20,10 +20,10 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         from ..data.corpus import CorpusError
-        from ..device import DeviceError
-        from ..executors import ExecutorError
-        from ..rundir import RunError
-        from ..train import TrainingDiverged
+        from ..kernels.device import DeviceError
+        from ..bench.executors import ExecutorError
+        from ..core.rundir import RunError
+        from ..training.train import TrainingDiverged
 
         try:
             return super().invoke(ctx)

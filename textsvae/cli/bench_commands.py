@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..executors import executor_names
+from ..bench.executors import executor_names
 from .app import UserError, cli, pairs
 
 
@@ -23,7 +23,7 @@ from .app import UserError, cli, pairs
               help="torch threads per run (default cores // jobs).")
 @click.option("--retry-failed", is_flag=True, help="Run again the runs that failed before.")
 @click.option("--executor", "executor", type=click.Choice(executor_names()), default=None,
-              help="Where the runs execute (textsvae/executors/); default: the benchmark's [executor] name, or local.")
+              help="Where the runs execute (textsvae/bench/executors/); default: the benchmark's [executor] name, or local.")
 @click.option("-E", "--executor-setting", "executor_settings", multiple=True, metavar="KEY=VALUE",
               help="An executor setting (partition, gpus, address, ...), over the benchmark's [executor] table.")
 @click.option("--dry-run", is_flag=True, help="List the grid and what is missing; run nothing.")
@@ -38,10 +38,10 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
 
     Without NAME, list the benchmarks found.
     """
-    from ..bench import DEFAULT_RESULTS, run_benchmark, run_status
-    from ..grid import list_benchmarks, load_benchmark
-    from ..results import load_results
-    from ..tables import build_table, render
+    from ..bench.runner import DEFAULT_RESULTS, run_benchmark, run_status
+    from ..bench.grid import list_benchmarks, load_benchmark
+    from ..bench.results import load_results
+    from ..reporting.tables import build_table, render
 
     if not name:
         for bench_name, path in list_benchmarks(benchmarks_dir).items():
@@ -50,7 +50,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
     spec = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
     if show_status:
-        from ..status import status_text
+        from ..bench.status import status_text
 
         click.echo(status_text(spec, results))
         return
@@ -103,8 +103,8 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 def results(results_dir, split):
     """Load the results store (tidy rows) and print a summary."""
-    from ..bench import DEFAULT_RESULTS
-    from ..results import load_results, summary_text
+    from ..bench.runner import DEFAULT_RESULTS
+    from ..bench.results import load_results, summary_text
 
     df = load_results(results_dir or DEFAULT_RESULTS)
     click.echo(f"{len(df)} rows, {df.run_id.nunique()} runs in {results_dir or DEFAULT_RESULTS}")
@@ -131,12 +131,12 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps, vs, ci):
     """Paper-style table of benchmark NAME: mean +- std over seeds, best cell marked, reported rows."""
     import shlex
 
-    from ..bench import DEFAULT_RESULTS
-    from ..gaps import build_gap_table, build_vs_table
-    from ..grid import load_benchmark
-    from ..io import atomic_write_text
-    from ..results import load_results, outside_grid_note
-    from ..tables import build_table, provenance_lines, render
+    from ..bench.runner import DEFAULT_RESULTS
+    from ..reporting.gaps import build_gap_table, build_vs_table
+    from ..bench.grid import load_benchmark
+    from ..core.io import atomic_write_text
+    from ..bench.results import load_results, outside_grid_note
+    from ..reporting.tables import build_table, provenance_lines, render
 
     spec = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
@@ -193,10 +193,10 @@ def report(name, results_dir, benchmarks_dir, split, out, ci, vs):
     """One self-contained HTML page of benchmark NAME: table, training curves, provenance, failed runs."""
     import shlex
 
-    from ..bench import DEFAULT_RESULTS
-    from ..grid import load_benchmark
-    from ..io import atomic_write_text
-    from ..report import build_report
+    from ..bench.runner import DEFAULT_RESULTS
+    from ..bench.grid import load_benchmark
+    from ..core.io import atomic_write_text
+    from ..reporting.page import build_report
 
     spec = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
@@ -219,7 +219,7 @@ def report(name, results_dir, benchmarks_dir, split, out, ci, vs):
                    "'protocol' = valid_loss,valid_kl,valid_mi,valid_au,lr from the per-epoch log).")
 def plot(run_dirs, out, x_axis, panels):
     """Plot KL, MI, AU, beta and reconstruction (or --panels) over training, one line per run."""
-    from ..plot import PANELS, PROTOCOL_PANELS, plot_runs
+    from ..reporting.plot import PANELS, PROTOCOL_PANELS, plot_runs
 
     chosen = PROTOCOL_PANELS if panels == "protocol" else tuple(panels.split(",")) if panels else PANELS
     click.echo(f"wrote {plot_runs(list(run_dirs), out, x_axis, chosen, per_epoch=panels == 'protocol')}")

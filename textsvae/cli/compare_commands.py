@@ -33,11 +33,11 @@ def compare(a, b, bench_name, results_dir, benchmarks_dir, dataset, split, iw_sa
             resamples, seed, as_json):
     """B - A per metric over the sentences of a split (paired, with se and 95% intervals) and, for groups
     of runs, over seeds (t interval). A and B are run folders, or with --bench groups LABEL/DECODER."""
-    from ..compare import bench_group, compare as compare_runs, format_comparison, load_scores, pair_by_seed
+    from ..reporting.compare import bench_group, compare as compare_runs, format_comparison, load_scores, pair_by_seed
 
     if bench_name:
-        from ..bench import DEFAULT_RESULTS
-        from ..grid import load_benchmark
+        from ..bench.runner import DEFAULT_RESULTS
+        from ..bench.grid import load_benchmark
 
         spec = load_benchmark(bench_name, benchmarks_dir)
         results = Path(results_dir or DEFAULT_RESULTS)

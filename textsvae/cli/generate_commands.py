@@ -1,4 +1,4 @@
-"""What a model generates: sample, reconstruct, interpolate, encode, plot-latent (textsvae/generate.py)."""
+"""What a model generates: sample, reconstruct, interpolate, encode, plot-latent (textsvae/inference/generate.py)."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +11,7 @@ from .app import UserError, cli
 
 SPLIT_NAMES = ("train", "valid", "test")
 
-# the fields of textsvae.decoding.DecodeOptions, with its defaults (tests/test_generate.py checks they agree)
+# the fields of textsvae.model.decoding.DecodeOptions, with its defaults (tests/test_generate.py checks they agree)
 DECODE_OPTIONS = (
     click.option("--decode", "strategy", default="greedy", show_default=True, metavar="greedy|beam|sample",
                  help="Decoding: argmax per step, beam search, or sampling."),
@@ -32,7 +32,7 @@ def decoding_options(command):
     arguments of generate.decode_options), checked before the model loads."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        from ..generate import DECODE_FIELDS, decode_options
+        from ..inference.generate import DECODE_FIELDS, decode_options
 
         decoding = {name: kwargs.pop(name) for name in DECODE_FIELDS}
         decode_options(**decoding)
@@ -51,7 +51,7 @@ def run_options(command):
 
 
 def _load_run(run_dir: str, device: str | None):
-    from ..api import load_run
+    from ..inference.api import load_run
 
     return load_run(run_dir, device)
 
@@ -69,7 +69,7 @@ def _echo_rows(rows: list[dict], as_json: bool, text) -> None:
 @run_options
 def sample(run_dir, n, decoding, device, as_json):
     """Sentences decoded from z ~ N(0, I) drawn under --seed (an LM run decodes without z)."""
-    from ..generate import check_at_least
+    from ..inference.generate import check_at_least
 
     check_at_least(n, 1, "n")
     texts = _load_run(run_dir, device).sample(n, **decoding)
@@ -90,7 +90,7 @@ def sample(run_dir, n, decoding, device, as_json):
 @run_options
 def reconstruct(run_dir, sentences, file, split, n, z_mode, samples, decoding, device, as_json):
     """Each sentence beside its reconstruction(s): '> input', then '= reconstruction' lines."""
-    from ..generate import check_at_least, read_lines, require_latent, split_lines
+    from ..inference.generate import check_at_least, read_lines, require_latent, split_lines
 
     given = [name for name, v in (("sentences", sentences), ("--file", file), ("--split", split)) if v]
     if len(given) != 1:
@@ -123,7 +123,7 @@ def reconstruct(run_dir, sentences, file, split, n, z_mode, samples, decoding, d
 @run_options
 def interpolate(run_dir, a, b, steps, prior, decoding, device, as_json):
     """Decode z(t) = (1 - t) z_A + t z_B between the posterior means of sentences A and B: 't sentence' lines."""
-    from ..generate import interpolation_points
+    from ..inference.generate import interpolation_points
 
     interpolation_points(steps)                      # checks --steps before the model loads
     rows = _load_run(run_dir, device).interpolate(a, b, steps, prior=prior, **decoding)
@@ -142,7 +142,7 @@ def latent_source(command):
 
 def _latent_arguments(split: str | None, file: str | None) -> dict:
     """Keyword arguments of Run.latents / Run.plot_latent for --split or --file."""
-    from ..generate import read_lines
+    from ..inference.generate import read_lines
 
     if split and file:
         raise UserError("give --split or --file, not both")
@@ -158,7 +158,7 @@ def _latent_arguments(split: str | None, file: str | None) -> dict:
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Parquet file to write.")
 def encode(run_dir, split, file, device, out):
     """Write q(z|x) of each sentence as parquet rows: text, label, mu, logvar."""
-    from ..generate import write_parquet
+    from ..inference.generate import write_parquet
 
     source = _latent_arguments(split, file)
     frame = _load_run(run_dir, device).latents(**source)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..config import RunConfig, apply_overrides, preset_config
-from ..decoders import decoder_names
+from ..core.config import RunConfig, apply_overrides, preset_config
+from ..core.decoders import decoder_names
 from .app import UserError, cli, pairs
 
 
@@ -38,7 +38,7 @@ def train(data, data_dir, decoder, preset, method, params, overrides, epochs, se
           track, run_dir, resume_dir, force, as_json):
     """Train a model and print its validation metrics."""
     from ..methods import load_plugin
-    from ..train import resume_run, train_run
+    from ..training.train import resume_run, train_run
 
     for path in plugin:
         load_plugin(path)
@@ -154,7 +154,7 @@ def fetch(name, source, data_dir, force):
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, precision, recon, plugin, as_json):
     """Evaluate a run's best model on a split; saves RUN_DIR/eval_<split>_k<K>.json."""
-    from ..run_eval import evaluate_run, format_metrics
+    from ..evaluation.run_eval import evaluate_run, format_metrics
     from ..methods import load_plugin
 
     for path in plugin:
@@ -176,7 +176,7 @@ def evaluate(run_dir, split, iw_samples, mi_batch, device, threads, workers, pre
 
 def _track_evaluation(run_dir: Path, split: str, metrics: dict) -> None:
     """A tracked run's evaluation goes to its trackers too, at its last training step."""
-    from ..rundir import read_run_config, read_summary
+    from ..core.rundir import read_run_config, read_summary
 
     config = read_run_config(run_dir)
     if config.train.track:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import DataConfig
+from ..core.config import DataConfig
 from .synthetic import synthetic_corpus
 from .vocab import SentencePieceVocab, Vocab, WordVocab
 

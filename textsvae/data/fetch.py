@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import atomic_write_bytes
+from ..core.io import atomic_write_bytes
 from .corpus import CorpusError, default_data_dir, find_split_file
 
 log = logging.getLogger(__name__)

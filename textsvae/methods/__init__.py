@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ..config import parse_value
+from ..core.config import parse_value
 from .base import Method, MethodError, NoParams, StepOutput
 from .composite import SEPARATOR, Composite
 

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from ..config import ConfigError
-from ..metrics import gaussian_kl
+from ..core.config import ConfigError
+from ..kernels.metrics import gaussian_kl
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
     from .context import SetupContext, TrainingContext
 
 

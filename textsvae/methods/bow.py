@@ -24,7 +24,7 @@ from .base import Method, check, param
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
     from .context import SetupContext
 
 

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Iterable, Protocol
 import torch
 
 if TYPE_CHECKING:
-    from ..config import RunConfig
+    from ..core.config import RunConfig
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
 
 
 class LoopState(Protocol):

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import schedules
+from . import schedules
 from . import register
 from .base import Method, check, param
 

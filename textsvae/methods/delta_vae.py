@@ -27,7 +27,7 @@ from .base import Method, check, param
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
 
 SQRT_GUARD = 1e-6      # inside the square root, as in Zhang et al.'s code (a finite gradient at the bound)
 MAX_GATE = 50.0        # 1 + exp(-v) clamped to [1, 50]: the gate s stays in [1/50, 1]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..metrics import log_standard_normal, sample_diag_gaussian
+from ..kernels.metrics import log_standard_normal, sample_diag_gaussian
 from . import register
 from .base import Method, check, param
 

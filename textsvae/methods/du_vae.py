@@ -29,7 +29,7 @@ from .bn_vae import BNVAE, FixedScaleBatchNorm
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
 
 
 class RMSScaleBatchNorm(FixedScaleBatchNorm):

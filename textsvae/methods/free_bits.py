@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..metrics import gaussian_kl
+from ..kernels.metrics import gaussian_kl
 from . import register
 from .base import Method, check, param
 

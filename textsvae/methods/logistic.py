@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import schedules
+from . import schedules
 from . import register
 from .base import Method, check, param
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..metrics import gaussian_kl
+from ..kernels.metrics import gaussian_kl
 from . import register
 from .base import Method, StepOutput, check, param
 

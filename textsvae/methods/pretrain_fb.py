@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .. import schedules
+from . import schedules
 from . import register
 from .base import Method, check, param
 from .free_bits import MODES, free_bits_kl

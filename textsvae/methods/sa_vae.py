@@ -6,14 +6,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..fast_paths import fast_paths
-from ..metrics import gaussian_kl, sample_diag_gaussian
+from ..kernels.fast_paths import fast_paths
+from ..kernels.metrics import gaussian_kl, sample_diag_gaussian
 from . import register
 from .base import Method, check, param
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
 
 
 def refine(model: "TextVAE", batch: "Batch", mu: torch.Tensor, logvar: torch.Tensor, steps: int, lr: float,

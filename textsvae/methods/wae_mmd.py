@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..metrics import gaussian_kl, sample_diag_gaussian
+from ..kernels.metrics import gaussian_kl, sample_diag_gaussian
 from . import register
 from .base import Method, check, param
 

@@ -12,7 +12,7 @@ from .base import Method, check, param
 
 if TYPE_CHECKING:
     from ..data.batching import Batch
-    from ..models import TextVAE
+    from ..model.models import TextVAE
 
 
 def drop_words(batch: "Batch", rate: float, generator: torch.Generator | None = None) -> torch.Tensor:

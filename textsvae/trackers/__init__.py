@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import ConfigError, RunConfig
-from ..io import atomic_write_json
+from ..core.config import ConfigError, RunConfig
+from ..core.io import atomic_write_json
 from .base import TrackedRun, Tracker, TrackerError
 
 log = logging.getLogger(__name__)

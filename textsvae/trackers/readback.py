@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..io import read_jsonl
+from ..core.io import read_jsonl
 from . import scalars
 
 Points = dict[str, list[tuple[int, float]]]
