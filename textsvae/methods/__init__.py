@@ -6,9 +6,7 @@ Methods combine with '+' (`anneal+word-dropout`): see `composite.py` for the rul
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import importlib.util
-import pkgutil
 import re
 import sys
 import typing
@@ -16,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import parse_value
+from ..core.registry import claim, import_modules
 from .base import Method, MethodError, NoParams, StepOutput
 from .composite import SEPARATOR, Composite
 
@@ -28,12 +27,10 @@ def register(name: str):
     def wrap(cls: type[Method]) -> type[Method]:
         if not _NAME.match(name):
             raise MethodError(f"method name '{name}' must be letters, digits, '-' or '_' ('+' combines methods)")
-        if name in REGISTRY and REGISTRY[name] is not cls:
-            raise MethodError(f"method '{name}' is already registered by {REGISTRY[name].__module__}")
         if not dataclasses.is_dataclass(cls.Params):
             raise MethodError(f"method '{name}': Params must be a dataclass")
+        claim(REGISTRY, name, cls, "method", MethodError)
         cls.name = name
-        REGISTRY[name] = cls
         return cls
     return wrap
 
@@ -138,13 +135,7 @@ def load_plugin(path: str | Path) -> None:
         raise MethodError(f"plugin {path} failed to import: {type(exc).__name__}: {exc}") from None
 
 
-def _import_all() -> None:
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name not in ("base", "composite"):
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_all()
+import_modules(__name__, __path__, skip=("base", "composite", "context", "schedules"))
 
 __all__ = ["Method", "NoParams", "StepOutput", "REGISTRY", "MethodError", "Composite", "register",
            "method_names", "method_parameters", "method_parameter_help", "build_method", "load_plugin"]

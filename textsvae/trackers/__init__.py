@@ -10,12 +10,10 @@ stops or changes because of one.
 """
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import logging
 import math
-import pkgutil
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 
 from ..core.config import ConfigError, RunConfig
 from ..core.io import atomic_write_json
+from ..core.registry import claim, import_modules
 from .base import TrackedRun, Tracker, TrackerError
 
 log = logging.getLogger(__name__)
@@ -45,9 +44,7 @@ TRACKERS: dict[str, TrackerKind] = {}
 def register_tracker(name: str, package: str, extra: str):
     """Class decorator: register a Tracker subclass, opened as `cls(TrackedRun)`, under `name`."""
     def wrap(cls: type[Tracker]) -> type[Tracker]:
-        if name in TRACKERS and TRACKERS[name].cls is not cls:
-            raise ConfigError(f"tracker '{name}' is already registered by {TRACKERS[name].cls.__module__}")
-        TRACKERS[name] = TrackerKind(cls, package, extra)
+        claim(TRACKERS, name, TrackerKind(cls, package, extra), "tracker", owner=lambda kind: kind.cls)
         return cls
     return wrap
 
@@ -187,13 +184,7 @@ def log_evaluation(config: RunConfig, run_dir: str | Path, evals: dict[str, dict
     tracking.close("finished")
 
 
-def _import_all() -> None:
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_all()
+import_modules(__name__, __path__, skip=("base",))
 
 __all__ = ["Tracker", "TrackedRun", "TrackerError", "TRACKERS", "register_tracker", "tracker_names", "parse_track",
            "RunTracking", "log_evaluation", "flat_params", "scalars"]

@@ -9,12 +9,10 @@ and `bench -E key=value`, as strings or TOML values; the factory refuses keys it
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
 from typing import Any, Callable
 
 from ...core.config import ConfigError
+from ...core.registry import claim, import_modules
 from .base import Executor, ExecutorError, available_cores, parse_jobs, threads_per_job
 
 Factory = Callable[[int, dict[str, Any]], Executor]
@@ -24,9 +22,7 @@ EXECUTORS: dict[str, Factory] = {}
 def register_executor(name: str):
     """Decorator: register a factory `(jobs, settings) -> Executor` under `name` (duplicates fail)."""
     def wrap(factory: Factory) -> Factory:
-        if name in EXECUTORS and EXECUTORS[name] is not factory:
-            raise ConfigError(f"executor '{name}' is already registered by {EXECUTORS[name].__module__}")
-        EXECUTORS[name] = factory
+        claim(EXECUTORS, name, factory, "executor")
         return factory
     return wrap
 
@@ -66,13 +62,7 @@ def missing_package(name: str, package: str, extra: str) -> ConfigError:
     return ConfigError(f"executor '{name}' needs the {package} package: pip install 'textsvae[{extra}]'")
 
 
-def _import_all() -> None:
-    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-_import_all()
+import_modules(__name__, __path__, skip=("base",))
 
 __all__ = ["Executor", "ExecutorError", "EXECUTORS", "register_executor", "executor_names", "make_executor",
            "check_settings", "missing_package", "available_cores", "parse_jobs", "threads_per_job"]

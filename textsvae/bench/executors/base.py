@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Hashable, Iterable, Iterator, Sequence, TypeVar
 
 from ...core.config import ConfigError
 
@@ -33,6 +33,25 @@ class Executor(ABC):
         callback = getattr(self, "_on_start", None)
         if callback is not None:
             callback(task)
+
+
+H = TypeVar("H", bound=Hashable)
+
+
+def in_flight(tasks: Sequence[T], jobs: int, pending: dict[H, T], submit: Callable[[T], H],
+              ended: Callable[[dict[H, T]], Iterable[H]], started: Callable[[T], None]) -> Iterator[tuple[H, T]]:
+    """At most `jobs` tasks in flight, submitted lazily (so progress shows real starts): `submit(task)`
+    gives a handle while fewer than `jobs` are pending, then (handle, task) is yielded for each handle
+    `ended(pending)` reports over. `pending` (handle -> task) is the caller's, so when the caller stops
+    early it still names what is running, to cancel."""
+    queue = list(tasks)
+    while queue or pending:
+        while queue and len(pending) < jobs:
+            task = queue.pop(0)
+            pending[submit(task)] = task
+            started(task)
+        for handle in list(ended(pending)):
+            yield handle, pending.pop(handle)
 
 
 def available_cores() -> int:

@@ -14,7 +14,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from ...core.config import ConfigError
 from . import check_settings, register_executor
-from .base import Executor, ExecutorError
+from .base import Executor, ExecutorError, in_flight
 
 
 class SerialExecutor(Executor):
@@ -71,22 +71,15 @@ class LocalProcessExecutor(Executor):
         pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_worker_init,
                                    initargs=(os.getpid(), self.gpus, counter))
         pending: dict[Future, object] = {}
-        queue = list(tasks)
         try:
-            while queue or pending:
-                while queue and len(pending) < self.jobs:  # submit lazily so progress shows real starts
-                    task = queue.pop(0)
-                    pending[pool.submit(fn, task)] = task
-                    self._started(task)
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        raise ExecutorError(f"a worker process died while running {task}; finished runs are "
-                                            f"kept, and the next bench resumes the others") from None
-                    yield result
+            for future, task in in_flight(tasks, self.jobs, pending, lambda task: pool.submit(fn, task),
+                                          lambda p: wait(p, return_when=FIRST_COMPLETED)[0], self._started):
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    raise ExecutorError(f"a worker process died while running {task}; finished runs are "
+                                        f"kept, and the next bench resumes the others") from None
+                yield result
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise

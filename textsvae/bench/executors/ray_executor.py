@@ -18,7 +18,7 @@ import numbers
 
 from ...core.config import ConfigError
 from . import check_settings, missing_package, register_executor
-from .base import Executor, ExecutorError, available_cores
+from .base import Executor, ExecutorError, available_cores, in_flight
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +76,24 @@ class RayExecutor(Executor):
         ours = self._connect()
         remote = ray.remote(_run_quiet).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=0)
         pending: dict = {}           # ObjectRef -> task
-        queue = list(tasks)
+
+        def submit(task):
+            ref = remote.remote(fn, task)
+            log.debug("ray task %s: %s", ref.task_id().hex(), task)
+            return ref
+
         try:
-            while queue or pending:
-                while queue and len(pending) < self.jobs:  # submit lazily so progress shows real starts
-                    task = queue.pop(0)
-                    ref = remote.remote(fn, task)
-                    pending[ref] = task
-                    log.debug("ray task %s: %s", ref.task_id().hex(), task)
-                    self._started(task)
-                ready, _ = ray.wait(list(pending), num_returns=1)       # Ctrl-C interrupts it
-                for ref in ready:
-                    task = pending.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - sorted by _lost
-                        if not _lost(ray, exc):
-                            raise
-                        raise ExecutorError(f"a Ray worker was lost while running {task} ({type(exc).__name__}); "
-                                            f"finished runs are kept, and the next bench resumes the others") from None
-                    yield result
+            for ref, task in in_flight(tasks, self.jobs, pending, submit,
+                                       lambda p: ray.wait(list(p), num_returns=1)[0],   # Ctrl-C interrupts it
+                                       self._started):
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - sorted by _lost
+                    if not _lost(ray, exc):
+                        raise
+                    raise ExecutorError(f"a Ray worker was lost while running {task} ({type(exc).__name__}); "
+                                        f"finished runs are kept, and the next bench resumes the others") from None
+                yield result
         finally:
             for ref in pending:      # interrupted or failed: leave no run going unsupervised, holding its lock
                 try:

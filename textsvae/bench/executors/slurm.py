@@ -43,7 +43,7 @@ from pathlib import Path
 
 from ...core.config import ConfigError
 from . import check_settings, missing_package, register_executor
-from .base import Executor, ExecutorError
+from .base import Executor, ExecutorError, in_flight
 
 log = logging.getLogger(__name__)
 
@@ -123,34 +123,19 @@ class SubmititExecutor(Executor):
         self._queue = SlurmQueue() if cluster == "slurm" else None
 
     def map_unordered(self, fn, tasks):
-        queue, pending, lost = list(tasks), {}, []
+        pending, lost = {}, []
         self._restarts: dict[str, int] = {}
         self._ended_since: dict[str, float] = {}
         try:
-            while queue or pending:
-                while queue and len(pending) < self.jobs:
-                    task = queue.pop(0)
-                    self._executor.update_parameters(name=f"textsvae-{task}".replace(" ", "-"))
-                    try:
-                        job = self._executor.submit(_in_job, fn, task, self.cluster == "slurm")
-                    except Exception as exc:  # sbatch refused it (partition, account, time limit, ...)
-                        why = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
-                        raise ExecutorError(f"submitting {task} as a {self.cluster} job failed: {why}") from None
-                    pending[job] = task
-                    log.info("  %s job %s: %s (logs %s)", self.cluster, job.job_id, task, job.paths.stdout)
-                    self._started(task)
-                done = self._ended(pending)
-                if not done:
-                    time.sleep(POLL_S)
-                for job in done:
-                    task = pending.pop(job)
-                    try:
-                        result = self._result(job)
-                    except Exception as exc:  # submitit's UncompletedJobError / FailedJobError
-                        lost.append(self._lost(job, task, exc))
-                        log.error("%s", lost[-1])
-                        continue
-                    yield result
+            for job, task in in_flight(tasks, self.jobs, pending, lambda task: self._submit(fn, task),
+                                       self._wait_ended, self._started):
+                try:
+                    result = self._result(job)
+                except Exception as exc:  # submitit's UncompletedJobError / FailedJobError
+                    lost.append(self._lost(job, task, exc))
+                    log.error("%s", lost[-1])
+                    continue
+                yield result
         finally:
             if pending:  # the driver stops early: its jobs would run on unsupervised
                 log.warning("cancelling %s job(s) %s", self.cluster, ", ".join(j.job_id for j in pending))
@@ -159,6 +144,23 @@ class SubmititExecutor(Executor):
         if lost:
             more = f" ({len(lost) - 1} more job(s) lost, see the log)" if len(lost) > 1 else ""
             raise ExecutorError(f"{lost[0]}{more}; finished runs are kept, and the next bench resumes the others")
+
+    def _submit(self, fn, task):
+        self._executor.update_parameters(name=f"textsvae-{task}".replace(" ", "-"))
+        try:
+            job = self._executor.submit(_in_job, fn, task, self.cluster == "slurm")
+        except Exception as exc:  # sbatch refused it (partition, account, time limit, ...)
+            why = next((line.strip() for line in str(exc).splitlines() if line.strip()), repr(exc))
+            raise ExecutorError(f"submitting {task} as a {self.cluster} job failed: {why}") from None
+        log.info("  %s job %s: %s (logs %s)", self.cluster, job.job_id, task, job.paths.stdout)
+        return job
+
+    def _wait_ended(self, pending: dict) -> list:
+        """The jobs of `pending` that are over, after a poll interval's sleep when none is yet."""
+        done = self._ended(pending)
+        if not done:
+            time.sleep(POLL_S)
+        return done
 
     def _ended(self, pending: dict) -> list:
         """The jobs in `pending` that are over: submitit's view (local, debug), else Slurm's (squeue)."""
