@@ -261,7 +261,7 @@ def test_a_run_this_machine_cannot_run_is_skipped_not_failed(tmp_path, write_ben
     assert len(report.finished) == 2 and not report.failed
     [(spec, message)] = report.skipped
     assert spec.method == "anneal" and message == "device 'cuda' requested but CUDA is not available"
-    assert B.run_status(results / spec.run_id) == "missing"          # not marked failed: another machine runs it
+    assert B.outcome_of(results / spec.run_id) == "missing"          # not marked failed: another machine runs it
     out = CliRunner().invoke(cli, ["bench", "tiny", "--benchmarks-dir", str(bdir), "--results", str(results)])
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert f"skipped: {spec.run_id} synthetic standard anneal seed 0: device 'cuda' requested" in out.output

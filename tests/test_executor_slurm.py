@@ -18,7 +18,7 @@ submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402  (submitit's dependency)
 
 from textsvae.bench import runner as B  # noqa: E402
-from textsvae.bench.runner import run_benchmark, run_status  # noqa: E402
+from textsvae.bench.runner import run_benchmark, outcome_of  # noqa: E402
 from textsvae.cli import cli  # noqa: E402
 from textsvae.core.config import ConfigError  # noqa: E402
 from textsvae.bench.executors import ExecutorError, make_executor  # noqa: E402
@@ -141,7 +141,7 @@ def test_a_preempted_job_saves_its_run_and_the_next_bench_resumes_it(tmp_path, m
         [(bench.runs[0].run_id, "stopped by SIGUSR2 at step 1; last.pt is saved and resumes it")]
     state = json.loads((folder / "state.json").read_text())
     assert state["status"] == "interrupted" and state["step"] == 1 and (folder / "last.pt").exists()
-    assert run_status(folder) == "missing" and not (folder / ".lock").exists()
+    assert outcome_of(folder) == "missing" and not (folder / ".lock").exists()
 
     report = run_benchmark(bench, results, jobs=1, threads=1)
     assert report.finished == [bench.runs[0].run_id]

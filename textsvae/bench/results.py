@@ -33,19 +33,20 @@ class ResultsError(ConfigError):
 
 
 # -- writing ----------------------------------------------------------------------------------------
-def read_status(folder: Path) -> dict[str, Any]:
-    """bench.json of a run folder whose rows.csv exists, else {}; a finished run whose rows.csv does not read
-    as rows has status 'damaged' (bench rebuilds its rows)."""
+def read_outcome(folder: Path) -> dict[str, Any]:
+    """The run's outcome as bench recorded it (bench.json: "status" finished or failed, run id, benchmark)
+    where rows.csv exists too, else {}; a finished run whose rows.csv does not read as rows is 'damaged'
+    (bench rebuilds its rows)."""
     path = Path(folder) / "bench.json"
     if not path.is_file() or not (Path(folder) / "rows.csv").is_file():
         return {}
     try:
-        status = json.loads(path.read_text())
+        outcome = json.loads(path.read_text())
     except ValueError:
         return {}
-    if status.get("status") == "finished" and unreadable_rows(Path(folder) / "rows.csv"):
-        return {**status, "status": "damaged"}
-    return status
+    if outcome.get("status") == "finished" and unreadable_rows(Path(folder) / "rows.csv"):
+        return {**outcome, "status": "damaged"}
+    return outcome
 
 
 def read_rows(path: Path) -> pd.DataFrame:
@@ -75,7 +76,7 @@ def runs_outside_grid(results_dir: Path, benchmark: str, run_ids: set[str]) -> l
     """Run folders under results_dir that bench.json files under `benchmark` but whose ids this grid does not
     make: runs of another version of the benchmark file or of textsvae (a run id hashes the whole config)."""
     return sorted(folder.parent.name for folder in Path(results_dir).glob("*/bench.json")
-                  if folder.parent.name not in run_ids and read_status(folder.parent).get("benchmark") == benchmark)
+                  if folder.parent.name not in run_ids and read_outcome(folder.parent).get("benchmark") == benchmark)
 
 
 def outside_grid_note(results_dir: Path, benchmark: str, run_ids: set[str]) -> str:

@@ -1,7 +1,7 @@
 """Running a benchmark grid: each missing run trained (or resumed), evaluated and written as rows, under its lock.
 
 Results folder: one folder per run id holding the run (config.json, log.jsonl, last.pt, ...),
-plus `bench.json` (status) and `rows.csv` (its tidy rows; see results.py), and a `.lock`.
+plus `bench.json` (the run's outcome) and `rows.csv` (its tidy rows; see results.py), and a `.lock`.
 """
 from __future__ import annotations
 
@@ -42,19 +42,19 @@ class RunTask:
 @dataclass(frozen=True)
 class RunOutcome:
     run_id: str
-    status: str          # finished | failed | busy (locked by another process) | done (already finished)
+    kind: str            # finished | failed | busy (locked by another process) | done (already finished)
     #                      | interrupted (SIGTERM/SIGUSR1/SIGUSR2: stopped with last.pt saved, resumed next time)
     #                      | skipped (this machine cannot run its device or precision; another machine may)
     message: str = ""
     seconds: float = 0.0
 
 
-def run_status(folder: Path) -> str:
-    """'finished' or 'failed' (bench.json), 'damaged' (finished, rows.csv unreadable), else 'missing' (never
-    started, half-trained or unevaluated)."""
-    from .results import read_status
+def outcome_of(folder: Path) -> str:
+    """A run's outcome in its results folder: 'finished' or 'failed' (bench.json's "status"), 'damaged'
+    (finished, rows.csv unreadable), else 'missing' (never started, half-trained or unevaluated)."""
+    from .results import read_outcome
 
-    return read_status(folder).get("status", "missing")
+    return read_outcome(folder).get("status", "missing")
 
 
 def execute_run(task: RunTask) -> RunOutcome:
@@ -73,7 +73,7 @@ def execute_run(task: RunTask) -> RunOutcome:
     start = time.perf_counter()
     try:
         remove_partial_writes(folder)  # a killed holder's half-written files; the lock is ours now
-        status = run_status(folder)
+        status = outcome_of(folder)
         if status == "damaged":      # finished, but its rows.csv does not read: rebuilt, re-evaluated if need be
             if rebuild_rows(folder, spec, task.provenance):
                 return RunOutcome(spec.run_id, "finished", "rows.csv rebuilt from its evaluation",
@@ -195,7 +195,9 @@ def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], f
 
 
 @dataclass
-class BenchReport:
+class GridTally:
+    """What one `bench` invocation did with a grid's runs."""
+
     total: int
     already_done: int = 0
     finished: list[str] = field(default_factory=list)
@@ -249,7 +251,7 @@ def provenance() -> dict[str, Any]:
 
 def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, jobs: str | int | None = "auto",
                   retry_failed: bool = False, executor: str = "local", threads: int | None = None,
-                  settings: dict[str, Any] | None = None, track: str | None = None) -> BenchReport:
+                  settings: dict[str, Any] | None = None, track: str | None = None) -> GridTally:
     """Run the benchmark's missing runs (resuming half-done ones), `jobs` at a time.
 
     threads: torch threads per run (default cores // jobs).
@@ -267,70 +269,70 @@ def run_benchmark(bench: Benchmark, results_dir: str | Path = DEFAULT_RESULTS, j
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    report = BenchReport(total=len(bench.runs))
+    tally = GridTally(total=len(bench.runs))
     todo = []
     for spec in bench.runs:
-        status = run_status(results_dir / spec.run_id)
+        status = outcome_of(results_dir / spec.run_id)
         if status == "finished":
-            report.already_done += 1
+            tally.already_done += 1
         elif status == "failed" and not retry_failed:
-            report.failed.append((spec, "failed before (use --retry-failed to run it again)"))
+            tally.failed.append((spec, "failed before (use --retry-failed to run it again)"))
         else:
             todo.append(spec)
     if not todo:
         make_executor(1, executor, settings)  # bad executor settings are refused even with nothing left to run
-        report.seconds = time.perf_counter() - start
-        return report
+        tally.seconds = time.perf_counter() - start
+        return tally
     n_jobs = parse_jobs(jobs, len(todo), gpu=torch.cuda.is_available())
-    report.jobs = n_jobs
+    tally.jobs = n_jobs
     threads = threads or threads_per_job(n_jobs)
     info = provenance()
     log.info("%s: %d of %d runs to do (%d already done), %d job(s) x %d thread(s), results in %s",
-             bench.name, len(todo), report.total, report.already_done, n_jobs, threads, results_dir)
+             bench.name, len(todo), tally.total, tally.already_done, n_jobs, threads, results_dir)
     tasks = [RunTask(spec, str(results_dir), threads, retry_failed, info, track) for spec in todo]
     by_id = {s.run_id: s for s in todo}
     pool = make_executor(n_jobs, executor, settings)
     done, started = 0, 0
-    with progress(report.total, bench.name, initial=report.total - len(todo), unit="runs") as shown:
+    with progress(tally.total, bench.name, initial=tally.total - len(todo), unit="runs") as shown:
         def on_start(task: RunTask) -> None:
             nonlocal started
             started += 1
             log.info("  %-7s %s", "resume" if (results_dir / task.spec.run_id / "last.pt").exists() else "start",
                      _describe(task.spec))
-            shown.set_postfix(running=started - done, failed=len(report.failed))
+            shown.set_postfix(running=started - done, failed=len(tally.failed))
             shown.update(0)
 
         pool.on_start(on_start)
         for outcome in pool.map_unordered(execute_run, tasks):
             done += 1
             spec = by_id[outcome.run_id]
-            if outcome.status == "finished":
-                report.finished.append(outcome.run_id)
-            elif outcome.status == "done":
-                report.already_done += 1
-            elif outcome.status in ("busy", "interrupted"):   # not finished: the next bench runs it
-                report.busy.append((spec, outcome.message))
-            elif outcome.status == "skipped":   # not for this machine: a bench on another one runs it
-                report.skipped.append((spec, outcome.message))
+            if outcome.kind == "finished":
+                tally.finished.append(outcome.run_id)
+            elif outcome.kind == "done":
+                tally.already_done += 1
+            elif outcome.kind in ("busy", "interrupted"):   # not finished: the next bench runs it
+                tally.busy.append((spec, outcome.message))
+            elif outcome.kind == "skipped":   # not for this machine: a bench on another one runs it
+                tally.skipped.append((spec, outcome.message))
             else:
-                report.failed.append((spec, outcome.message))
-            log.info("[%d/%d] %-8s %s%s (%.0fs elapsed)", done, len(todo), outcome.status, _describe(spec),
-                     f": {outcome.message}" if outcome.status == "failed" else "", time.perf_counter() - start)
-            shown.set_postfix(running=started - done, failed=len(report.failed))
+                tally.failed.append((spec, outcome.message))
+            log.info("[%d/%d] %-8s %s%s (%.0fs elapsed)", done, len(todo), outcome.kind, _describe(spec),
+                     f": {outcome.message}" if outcome.kind == "failed" else "", time.perf_counter() - start)
+            shown.set_postfix(running=started - done, failed=len(tally.failed))
             shown.update(1)
-            if outcome.status == "interrupted" and pool.in_process:
+            if outcome.kind == "interrupted" and pool.in_process:
                 # SIGTERM/SIGUSR1/SIGUSR2 reached this process (a scheduler stopping the job): stop the grid
                 log.warning("%s: %d run(s) not started; `textsvae bench %s` resumes the grid", outcome.message,
                             len(todo) - done, bench.name)
                 break
-    report.seconds = time.perf_counter() - start
+    tally.seconds = time.perf_counter() - start
     from ..core.io import append_jsonl
 
     append_jsonl(results_dir / f"{bench.name}.bench.jsonl", {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": report.seconds, "jobs": n_jobs,
-        "threads": threads, "ran": len(todo), "finished": len(report.finished), "failed": len(report.failed),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": tally.seconds, "jobs": n_jobs,
+        "threads": threads, "ran": len(todo), "finished": len(tally.finished), "failed": len(tally.failed),
         **info})
-    return report
+    return tally
 
 
 def _describe(spec: RunSpec) -> str:

@@ -17,7 +17,7 @@ from .grid import Benchmark, RunSpec
 from ..core.io import read_jsonl
 from .locks import pid_alive, read_lock, stale_after
 from ..core.metric_registry import fixed
-from .results import outside_grid_note, read_status
+from .results import outside_grid_note, read_outcome
 from ..core.rundir import has_config, read_state, read_summary
 
 ORDER = ("finished", "running", "failed", "started", "stale", "missing")
@@ -31,7 +31,7 @@ class RunState:
 
 
 def run_state(spec: RunSpec, folder: Path) -> RunState:
-    status = read_status(folder)
+    status = read_outcome(folder)
     if status.get("status") == "finished":
         return RunState(spec, "finished", finished_summary(folder))
     if status.get("status") == "failed":

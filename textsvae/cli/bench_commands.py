@@ -38,7 +38,7 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
 
     Without NAME, list the benchmarks found.
     """
-    from ..bench.runner import DEFAULT_RESULTS, run_benchmark, run_status
+    from ..bench.runner import DEFAULT_RESULTS, run_benchmark, outcome_of
     from ..bench.grid import list_benchmarks, load_benchmark
     from ..bench.results import load_results
     from ..reporting.tables import build_table, render
@@ -47,53 +47,53 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
         for bench_name, path in list_benchmarks(benchmarks_dir).items():
             click.echo(f"{bench_name:14s} {path}")
         return
-    spec = load_benchmark(name, benchmarks_dir)
+    benchmark = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
     if show_status:
         from ..bench.status import status_text
 
-        click.echo(status_text(spec, results))
+        click.echo(status_text(benchmark, results))
         return
     if dry_run:
-        for run in spec.runs:
-            click.echo(f"{run.run_id}  {run_status(results / run.run_id):8s} {run.description}")
+        for run in benchmark.runs:
+            click.echo(f"{run.run_id}  {outcome_of(results / run.run_id):8s} {run.description}")
         return
     try:
-        table = dict(spec.executor)
+        table = dict(benchmark.executor)
         chosen = executor or table.pop("name", "local")
         if executor and table.pop("name", executor) != executor:   # another executor's settings do not apply
             table = {}
         table.update(pairs(executor_settings, "-E"))
-        report = run_benchmark(spec, results, jobs, retry_failed, executor=chosen, threads=threads, settings=table,
+        tally = run_benchmark(benchmark, results, jobs, retry_failed, executor=chosen, threads=threads, settings=table,
                                track=track)
     except KeyboardInterrupt:
         click.echo(f"interrupted; finished runs are kept and half-done ones resume: run `textsvae bench {name}` "
                    f"again", err=True)
         sys.exit(130)
-    if not report.finished and not report.busy and not report.skipped and report.already_done == report.total:
-        click.echo(f"{spec.name}: nothing to do, all {report.total} runs are finished in {results}")
+    if not tally.finished and not tally.busy and not tally.skipped and tally.already_done == tally.total:
+        click.echo(f"{benchmark.name}: nothing to do, all {tally.total} runs are finished in {results}")
     else:
-        click.echo(f"{spec.name}: {len(report.finished)} run(s) finished in {report.seconds:.0f}s with "
-                   f"{report.jobs} job(s); {report.already_done} were done before; {len(report.failed)} failed; "
-                   f"{len(report.busy)} not finished (held by another process or interrupted)"
-                   + (f"; {len(report.skipped)} skipped (not for this machine)" if report.skipped else ""))
+        click.echo(f"{benchmark.name}: {len(tally.finished)} run(s) finished in {tally.seconds:.0f}s with "
+                   f"{tally.jobs} job(s); {tally.already_done} were done before; {len(tally.failed)} failed; "
+                   f"{len(tally.busy)} not finished (held by another process or interrupted)"
+                   + (f"; {len(tally.skipped)} skipped (not for this machine)" if tally.skipped else ""))
     click.echo("")
-    click.echo(render(build_table(load_results(results), spec.runs, spec.metrics, spec.reported), "md"))
-    for run, message in report.busy:
+    click.echo(render(build_table(load_results(results), benchmark.runs, benchmark.metrics, benchmark.reported), "md"))
+    for run, message in tally.busy:
         click.echo(f"busy: {run.run_id} {run.description}: {message}", err=True)
-    for run, message in report.skipped:
+    for run, message in tally.skipped:
         click.echo(f"skipped: {run.run_id} {run.description}: {message}",
                    err=True)
-    for run, message in report.failed:
+    for run, message in tally.failed:
         click.echo(f"FAILED: {run.run_id} {run.description}: {message}",
                    err=True)
-    if report.busy:
-        click.echo(f"{len(report.busy)} run(s) not finished: held by another process or interrupted; run "
+    if tally.busy:
+        click.echo(f"{len(tally.busy)} run(s) not finished: held by another process or interrupted; run "
                    f"`textsvae bench {name}` again to finish them", err=True)
-    if report.skipped:
-        click.echo(f"{len(report.skipped)} run(s) skipped: this machine cannot run them; a bench on one that can "
+    if tally.skipped:
+        click.echo(f"{len(tally.skipped)} run(s) skipped: this machine cannot run them; a bench on one that can "
                    f"runs them", err=True)
-    if report.failed or report.busy or report.skipped:
+    if tally.failed or tally.busy or tally.skipped:
         sys.exit(1)
 
 
@@ -138,27 +138,27 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps, vs, ci):
     from ..bench.results import load_results, outside_grid_note
     from ..reporting.tables import build_table, provenance_lines, render
 
-    spec = load_benchmark(name, benchmarks_dir)
+    benchmark = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
     df = load_results(results)
-    note = outside_grid_note(results, spec.name, {run.run_id for run in spec.runs})
+    note = outside_grid_note(results, benchmark.name, {run.run_id for run in benchmark.runs})
     if note:
         click.echo(note, err=True)
     header = None
     if out:
         where = _where_options(results_dir, benchmarks_dir)
         split_opt = f" --split {split}" if split != "test" else ""
-        header = [f"{spec.name}: {spec.description}".rstrip(": "),
+        header = [f"{benchmark.name}: {benchmark.description}".rstrip(": "),
                   f"Regenerate: `textsvae bench {shlex.quote(name)}{where} && textsvae table {shlex.quote(name)}"
                   f"{where} --format {fmt}{split_opt}{' --gaps' if gaps else ''}"
                   f"{f' --vs {shlex.quote(vs)}' if vs else ''}{' --ci' if ci else ''} -o {shlex.quote(str(out))}`",
-                  *provenance_lines(df, spec.runs, spec.name, results)]
+                  *provenance_lines(df, benchmark.runs, benchmark.name, results)]
     if gaps and vs:
         raise UserError("--gaps and --vs are two different tables: choose one")
     if vs:
-        built = build_vs_table(df, spec.runs, spec.metrics, vs, split)
+        built = build_vs_table(df, benchmark.runs, benchmark.metrics, vs, split)
     else:
-        built = (build_gap_table if gaps else build_table)(df, spec.runs, spec.metrics, spec.reported, split)
+        built = (build_gap_table if gaps else build_table)(df, benchmark.runs, benchmark.metrics, benchmark.reported, split)
     built.ci = ci or bool(vs)
     text = render(built, fmt, header)
     if out:
@@ -198,13 +198,13 @@ def report(name, results_dir, benchmarks_dir, split, out, ci, vs):
     from ..core.io import atomic_write_text
     from ..reporting.page import build_report
 
-    spec = load_benchmark(name, benchmarks_dir)
+    benchmark = load_benchmark(name, benchmarks_dir)
     results = Path(results_dir or DEFAULT_RESULTS)
     where = _where_options(results_dir, benchmarks_dir)
     split_opt = f" --split {split}" if split != "test" else ""
     command = (f"textsvae bench {shlex.quote(name)}{where} && textsvae report {shlex.quote(name)}{where}"
                f"{split_opt}{' --ci' if ci else ''}{f' --vs {shlex.quote(vs)}' if vs else ''} -o {shlex.quote(str(out))}")
-    page = build_report(spec, results, split, command, ci=ci, vs=vs)
+    page = build_report(benchmark, results, split, command, ci=ci, vs=vs)
     Path(out).parent.mkdir(parents=True, exist_ok=True)    # an OSError is the group's one line, exit 1
     atomic_write_text(out, page)
     click.echo(f"wrote {out} ({len(page) / 1e6:.1f} MB)")

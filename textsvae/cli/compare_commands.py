@@ -39,9 +39,9 @@ def compare(a, b, bench_name, results_dir, benchmarks_dir, dataset, split, iw_sa
         from ..bench.runner import DEFAULT_RESULTS
         from ..bench.grid import load_benchmark
 
-        spec = load_benchmark(bench_name, benchmarks_dir)
+        benchmark = load_benchmark(bench_name, benchmarks_dir)
         results = Path(results_dir or DEFAULT_RESULTS)
-        groups = [[load_scores(f, split, iw_samples, precision) for f in bench_group(spec, results, g, dataset)]
+        groups = [[load_scores(f, split, iw_samples, precision) for f in bench_group(benchmark, results, g, dataset)]
                   for g in (a, b)]
         pairs, unpaired = pair_by_seed(*groups)
     else:

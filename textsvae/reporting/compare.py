@@ -138,7 +138,7 @@ def check_comparable(a: RunScores, b: RunScores) -> None:
 
 def bench_group(bench: "Benchmark", results_dir: str | Path, group: str, dataset: str | None = None) -> list[Path]:
     """The finished run folders of group "LABEL/DECODER" (the decoder after the last '/') in a benchmark."""
-    from ..bench.results import read_status
+    from ..bench.results import read_outcome
 
     label, sep, decoder = group.rpartition("/")
     if not sep or not label:
@@ -148,7 +148,7 @@ def bench_group(bench: "Benchmark", results_dir: str | Path, group: str, dataset
     if len({s.dataset for s in specs}) > 1:
         raise CompareError(f"group {group} has runs on several datasets: choose one with --dataset")
     folders = [Path(results_dir) / s.run_id for s in specs]
-    done = [f for f in folders if read_status(f).get("status") == "finished"]
+    done = [f for f in folders if read_outcome(f).get("status") == "finished"]
     if not done:
         known = ", ".join(dict.fromkeys(f"{s.label}/{s.decoder}" for s in bench.runs))
         raise CompareError(f"group {group} has no finished run in {results_dir} (benchmark {bench.name}: "

@@ -20,7 +20,7 @@ from .gaps import build_gap_table, build_vs_table
 from ..bench.grid import Benchmark, RunSpec
 from ..core.io import read_jsonl
 from .plot import curves_figure, png_bytes, without_latent
-from ..bench.results import ResultsError, load_results, read_status
+from ..bench.results import ResultsError, load_results, read_outcome
 from ..core.rundir import read_config_dict, read_state, read_summary
 from .tables import build_table, provenance_lines, render_html_table
 from ..bench.status import RunState, grid_states
@@ -252,7 +252,7 @@ def _config_details(spec: RunSpec, state: RunState, results_dir: Path) -> str:
     saved = read_config_dict(folder)
     where = f"{folder / 'config.json'}" if saved else "the benchmark file (the run has no config.json yet)"
     config = json.dumps(saved or spec.config.to_dict(), indent=2, sort_keys=True)
-    status = read_status(folder)
+    status = read_outcome(folder)
     extra = f"<p>bench.json: <code>{esc(json.dumps(status, sort_keys=True))}</code></p>" if status else ""
     return (f"<details><summary><code>{esc(spec.run_id)}</code> {esc(_describe(spec))} "
             f'(<span class="{esc(state.state)}">{esc(state.state)}</span>)</summary>\n'
