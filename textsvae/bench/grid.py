@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import ConfigError, RunConfig, apply_overrides, identity_fields, preset_config
-from ..core.metric_registry import RECON_METRICS
+from ..core.metric_registry import opt_ins_for
 
 DEFAULT_METRICS = ("iw_nll", "kl", "mi", "au", "ppl")
 
@@ -191,8 +191,8 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
                                params=params, seed=seed, config=config,
                                eval_splits=tuple(raw.get("eval_splits", ["test"])),
                                probe=bool(raw.get("probe", False)),
-                               recon=any(name in RECON_METRICS for name in metrics),
-                               mi_batch="mi_minibatch" in metrics)
+                               recon="recon" in opt_ins_for(metrics),
+                               mi_batch="mi_batch" in opt_ins_for(metrics))
                 if spec.run_id not in ids:  # the same config listed twice runs once
                     ids.add(spec.run_id)
                     runs.append(spec)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..core.config import ConfigError, EvalConfig, RunConfig, replace_eval
+from ..core.metric_registry import metric_lines
 from .scoring import SentenceScores, evaluate_scored, sentence_columns
 
 if TYPE_CHECKING:
@@ -164,24 +165,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | Non
 
 
 def format_metrics(result: dict[str, Any]) -> str:
-    """A few human-readable lines for the CLI."""
-    def f(key: str, fmt: str = ".3f") -> str:
-        v = result.get(key)
-        return "-" if v is None else format(v, fmt)
-
+    """The CLI's account of an evaluation: its sentences, K, seed and time, then its metrics (metric_lines)."""
     head = (f"{result.get('split')}: {result['n_sentences']} sentences, {result['n_tokens']} tokens, "
             f"K={result.get('iw_samples')}, eval_seed={result['eval_seed']}, "
             + (f"{result['eval_precision']}, " if result.get("eval_precision", "fp32") != "fp32" else "")
             + f"{result['seconds']:.1f}s")
-    lines = [head,
-             f"iw_nll {f('iw_nll')} (se {f('iw_nll_se')})  ppl {f('ppl', '.2f')}",
-             f"rec {f('rec')}  kl {f('kl')}  elbo {f('elbo')}  ppl_bound {f('ppl_bound', '.2f')}",
-             f"mi {f('mi')} (mc se {f('mi_se')}, N={result.get('mi_n')}, S={result.get('mi_samples')})  agg_kl {f('agg_kl')}  "
-             f"au {result.get('au') if result.get('au') is not None else '-'} (threshold {result['au_threshold']})"]
-    if result.get("mi_minibatch") is not None:
-        lines.append(f"mi_minibatch {f('mi_minibatch')} (He et al.'s batches: one length, at most "
-                     f"{result['mi_minibatch_size']} sentences)")
-    if "recon_bleu" in result:
-        lines.append(f"recon_bleu {f('recon_bleu', '.2f')}  recon_acc {f('recon_acc')} (greedy decodes of the "
-                     f"posterior mean against the inputs)")
-    return "\n".join(lines)
+    return "\n".join([head, *metric_lines(result)])

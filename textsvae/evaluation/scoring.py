@@ -17,7 +17,7 @@ import torch
 
 from ..core.config import ConfigError, EvalConfig, replace_eval
 from ..data.batching import Batch, bucket_batches, make_batch, to_device
-from ..core.metric_registry import RECON_METRICS, latent_metric_names
+from ..core.metric_registry import latent_metric_names, metric_names
 from ..kernels.metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
                       kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
 from ..core.progress import progress
@@ -325,8 +325,8 @@ def evaluate_scored(model: "TextVAE", method: "Method", sentences: list[list[int
     scores = score_sentences(model, method, sentences, eval_cfg, device)
     out: dict[str, Any] = split_means(scores)
     if model.is_lm:   # no z: its metrics and the settings they depend on are None
-        out.update({key: None for key in latent_metric_names() if not key.startswith("probe_")
-                    and key not in RECON_METRICS})
+        asked = ("",) + (("mi_batch",) if mi_batch else ())
+        out.update({key: None for key in latent_metric_names(asked)})
         out.update({key: None for key in ("kl_per_dim", "mi_n", "mi_samples", "au_variances")})
         out.update({"elbo": -out["iw_nll"], "ppl_bound": out["ppl"], "au_threshold": eval_cfg.au_threshold,
                     "iw_samples": None})
@@ -338,7 +338,7 @@ def evaluate_scored(model: "TextVAE", method: "Method", sentences: list[list[int
         out.update({"rec": rec_sum / out["n_sentences"], "elbo": -(rec_sum + kl_sum) / out["n_sentences"],
                     "ppl_bound": perplexity(rec_sum + kl_sum, out["n_tokens"]), "iw_samples": k})
     if recon:
-        out.update(dict.fromkeys(RECON_METRICS) if model.is_lm else _reconstruction(model, scores.mu, sentences,
+        out.update(dict.fromkeys(metric_names(("recon",))) if model.is_lm else _reconstruction(model, scores.mu, sentences,
                                                                                  eval_cfg, vocab))
     out.update({"eval_seed": eval_cfg.eval_seed, "eval_batch_size": eval_cfg.eval_batch_size,
                 "eval_precision": eval_cfg.eval_precision,

@@ -3,7 +3,7 @@
 The LSTM state is carried from step to step (the prefix is never re-run). Each step computes
 what training computes for that position: layer 1 reads [emb(y_{t-1}); z], the layers start
 from `Decoder.initial_states(z)`, and for the skip decoder every upper layer reads [h; z] and the softmax
-V h + U z (`Decoder.hidden_states`, `OutputLayer.logits`); the LM has no z. Dropout is off
+V h + U z (`Decoder.run_layers`, the wiring training uses, and `OutputLayer.logits`); the LM has no z. Dropout is off
 (the model is put in eval mode). Outputs are token ids without <s> and </s>; a sentence still
 open after max_len words ends there (</s> is forced at step max_len + 1, so a beam's score stays
 the log-probability of what it returns).

@@ -10,12 +10,13 @@ import json
 import re
 from typing import Any
 
+from ..core.metric_registry import headline_metric_names
 from . import register_tracker
 from .base import TrackedRun, Tracker
 
 FOLDER = "tensorboard"
 # the HParams tab's metric columns: the final evaluation's headline numbers and the validation loss
-HPARAM_METRICS = ("test/iw_nll", "test/ppl", "test/kl", "test/mi", "test/au", "valid_loss")
+HPARAM_METRICS = tuple(f"test/{name}" for name in headline_metric_names()) + ("valid_loss",)
 
 
 @register_tracker("tensorboard", package="tensorboard", extra="tensorboard")
