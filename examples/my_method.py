@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from textsvae.kernels.metrics import gaussian_kl
 from textsvae.methods import schedules
 from textsvae.methods import Method, register
 from textsvae.methods.base import check, param
-from textsvae.kernels.metrics import gaussian_kl
 
 
 @dataclass

@@ -14,14 +14,14 @@ from click.testing import CliRunner
 
 from textsvae.bench import runner as B
 from textsvae.bench import grid as G
-from textsvae.bench.runner import run_benchmark
-from textsvae.bench.grid import BenchmarkError, load_benchmark, run_id
-from textsvae.bench.locks import LockBusy, acquire_lock
-from textsvae.cli import cli
-from textsvae.core.config import ConfigError, apply_overrides
 from textsvae.bench.executors import parse_jobs, threads_per_job
 from textsvae.bench.executors.local import LocalProcessExecutor
+from textsvae.bench.grid import BenchmarkError, load_benchmark, run_id
+from textsvae.bench.locks import LockBusy, acquire_lock
 from textsvae.bench.results import load_results
+from textsvae.bench.runner import run_benchmark
+from textsvae.cli import cli
+from textsvae.core.config import ConfigError, apply_overrides
 
 GRID = """
 description = "a grid"
@@ -373,8 +373,8 @@ def test_status_reads_a_grids_state_from_the_results_folder(tmp_path, write_benc
 
 def test_worse_epochs_replays_the_lr_rule_from_the_log():
     """Patience 2 from epoch 2 on: the count of worse epochs in a row that --status shows."""
-    from textsvae.core.config import TrainConfig
     from textsvae.bench.status import worse_epochs
+    from textsvae.core.config import TrainConfig
 
     train = TrainConfig(decay_start_epoch=2, decay_patience=2)
 

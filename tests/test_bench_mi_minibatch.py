@@ -1,9 +1,9 @@
 """A benchmark whose metrics name mi_minibatch (He et al.'s per-minibatch MI) gets it in its rows."""
 from __future__ import annotations
 
-from textsvae.bench.runner import run_benchmark
 from textsvae.bench.grid import load_benchmark
 from textsvae.bench.results import load_results
+from textsvae.bench.runner import run_benchmark
 from textsvae.evaluation.run_eval import evaluate_run
 
 BENCH = """

@@ -22,10 +22,10 @@ from click.testing import CliRunner
 
 from textsvae.bench.grid import load_benchmark
 from textsvae.bench.locks import pid_alive, read_lock
+from textsvae.bench.results import load_results, write_rows
 from textsvae.cli import cli
 from textsvae.core.io import read_jsonl
 from textsvae.core.metric_registry import metric_names
-from textsvae.bench.results import load_results, write_rows
 
 EPOCHS = 6
 STEPS_PER_EPOCH = 7  # 200 synthetic sentences, batch 32

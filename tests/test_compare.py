@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from textsvae.reporting import compare as C
+from textsvae.bench.grid import load_benchmark
 from textsvae.bench.runner import run_benchmark
 from textsvae.cli import cli
-from textsvae.bench.grid import load_benchmark
+from textsvae.reporting import compare as C
 
 T975_2 = 4.302652729749464     # t_{0.975} with 2 degrees of freedom (tables)
 

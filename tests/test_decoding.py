@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from textsvae.core.config import ConfigError, ModelConfig
+from textsvae.core.decoders import decoder_names, latent_decoder_names
 from textsvae.data.batching import make_batch
 from textsvae.data.vocab import EOS_ID, PAD_ID
-from textsvae.core.decoders import decoder_names, latent_decoder_names
 from textsvae.model.decoding import DecodeOptions, _Stepper, decode
 from textsvae.model.models import TextVAE
 

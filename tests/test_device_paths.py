@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from textsvae.core.decoders import decoder_names, latent_decoder_names
 from textsvae.core.config import ModelConfig, apply_overrides, preset_config
+from textsvae.core.decoders import decoder_names, latent_decoder_names
 from textsvae.data.batching import make_batch
 from textsvae.evaluation.scoring import iw_log_weights, iw_nll, posterior, sentence_noise
+from textsvae.kernels.optim import sparse_embeddings
 from textsvae.methods import build_method, method_names
 from textsvae.model.models import TextVAE
-from textsvae.kernels.optim import sparse_embeddings
 from textsvae.training.stop_signals import StopRequest
 from textsvae.training.train import Trainer
 

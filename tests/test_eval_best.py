@@ -16,10 +16,10 @@ from click.testing import CliRunner
 
 from textsvae.cli import cli
 from textsvae.core.config import RunConfig
+from textsvae.core.io import read_jsonl
 from textsvae.data.corpus import load_corpus
 from textsvae.data.vocab import load_vocab
 from textsvae.evaluation.scoring import evaluate_model
-from textsvae.core.io import read_jsonl
 from textsvae.methods import build_method
 from textsvae.model.models import TextVAE
 

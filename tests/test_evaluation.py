@@ -14,9 +14,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.core.decoders import latent_decoder_names
 from textsvae.cli import cli
 from textsvae.core.config import ConfigError, EvalConfig, ModelConfig, apply_overrides, preset_config
+from textsvae.core.decoders import latent_decoder_names
 from textsvae.data.batching import make_batch
 from textsvae.evaluation import scoring
 from textsvae.evaluation.scoring import evaluate_model, samples_per_chunk, score_sentences

@@ -10,12 +10,12 @@ from click.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from textsvae.bench.runner import run_benchmark  # noqa: E402
-from textsvae.cli import cli  # noqa: E402
-from textsvae.core.config import ConfigError  # noqa: E402
 from textsvae.bench.executors import ExecutorError, make_executor  # noqa: E402
 from textsvae.bench.grid import load_benchmark  # noqa: E402
 from textsvae.bench.results import load_results  # noqa: E402
+from textsvae.bench.runner import run_benchmark  # noqa: E402
+from textsvae.cli import cli  # noqa: E402
+from textsvae.core.config import ConfigError  # noqa: E402
 
 # three real (tiny) runs: 2 optimiser steps on 100 synthetic sentences, K = 2, two splits
 TINY3 = """

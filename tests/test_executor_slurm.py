@@ -18,13 +18,13 @@ submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402  (submitit's dependency)
 
 from textsvae.bench import runner as B  # noqa: E402
-from textsvae.bench.runner import run_benchmark, outcome_of  # noqa: E402
-from textsvae.cli import cli  # noqa: E402
-from textsvae.core.config import ConfigError  # noqa: E402
 from textsvae.bench.executors import ExecutorError, make_executor  # noqa: E402
 from textsvae.bench.grid import load_benchmark  # noqa: E402
 from textsvae.bench.locks import pid_alive as running, read_lock  # noqa: E402
 from textsvae.bench.results import load_results  # noqa: E402
+from textsvae.bench.runner import run_benchmark, outcome_of  # noqa: E402
+from textsvae.cli import cli  # noqa: E402
+from textsvae.core.config import ConfigError  # noqa: E402
 
 # the jobs unpickle this module's functions: send them by value (tests/ is not importable there)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

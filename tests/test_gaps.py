@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from textsvae.bench.grid import RunSpec
 from textsvae.cli import cli
 from textsvae.core.config import ConfigError, preset_config
 from textsvae.reporting.gaps import build_gap_table, reproduces
-from textsvae.bench.grid import RunSpec
 from textsvae.reporting.published import REPORTED
 from textsvae.reporting.tables import build_table, render
 

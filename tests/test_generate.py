@@ -19,8 +19,8 @@ from click.testing import CliRunner, Result
 import textsvae
 from textsvae.cli import DECODE_OPTIONS, cli
 from textsvae.core.config import apply_overrides, preset_config
-from textsvae.model.decoding import DecodeOptions
 from textsvae.inference.generate import count_unknown, interpolation_z, posterior_z, prior_z
+from textsvae.model.decoding import DecodeOptions
 from textsvae.training.train import train_run
 
 SHORT = ["--max-len", "12"]          # every decoding here stops after 12 words: fast and enough to compare

@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from textsvae.training.lr_rules import end_of_epoch
 from textsvae.core.config import ModelConfig, apply_overrides, preset_config
 from textsvae.data.batching import make_batch
+from textsvae.kernels.metrics import gaussian_kl
 from textsvae.methods import build_method
 from textsvae.methods.bn_vae import BNVAE, BNVAEParams, FixedScaleBatchNorm
 from textsvae.methods.sa_vae import SAVAE, SAVAEParams, _backward_row_limit, refine
 from textsvae.methods.word_dropout import drop_words
-from textsvae.kernels.metrics import gaussian_kl
 from textsvae.model.models import TextVAE
+from textsvae.training.lr_rules import end_of_epoch
 from textsvae.training.train import Trainer
 
 

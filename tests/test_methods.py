@@ -12,13 +12,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.training.lr_rules import end_of_epoch
-from textsvae.core.decoders import decoder_names
 from textsvae.cli import cli
 from textsvae.core.config import ConfigError, apply_overrides, preset_config
+from textsvae.core.decoders import decoder_names
+from textsvae.core.io import read_jsonl
 from textsvae.data.batching import make_batch
 from textsvae.data.vocab import BOS_ID, PAD_ID, UNK_ID
-from textsvae.core.io import read_jsonl
+from textsvae.kernels.metrics import gaussian_kl
 from textsvae.methods import REGISTRY, Method, MethodError, build_method, load_plugin, method_names, register
 from textsvae.methods import context
 from textsvae.methods.aggressive import Aggressive, AggressiveParams
@@ -26,8 +26,8 @@ from textsvae.methods.bn_vae import BNVAE, BNVAEParams
 from textsvae.methods.free_bits import free_bits_kl
 from textsvae.methods.sa_vae import SAVAE, SAVAEParams, refine
 from textsvae.methods.word_dropout import drop_words
-from textsvae.kernels.metrics import gaussian_kl
 from textsvae.model.models import TextVAE
+from textsvae.training.lr_rules import end_of_epoch
 from textsvae.training.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from textsvae.kernels.fast_paths import fast_paths
 from textsvae.core.config import ModelConfig
 from textsvae.data import make_batch
+from textsvae.kernels.fast_paths import fast_paths
 from textsvae.model.models import TextVAE
 
 V = 30

@@ -3,12 +3,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from textsvae.kernels.fast_paths import fast_paths
-from textsvae.kernels import ops
 from textsvae.core.config import ModelConfig
 from textsvae.data.batching import make_batch
-from textsvae.model.models import TextVAE
+from textsvae.kernels import ops
+from textsvae.kernels.fast_paths import fast_paths
 from textsvae.kernels.ops import linear_cross_entropy
+from textsvae.model.models import TextVAE
 
 
 def _inputs(dtype=torch.float64, n=50, h=16, v=30):

@@ -6,11 +6,11 @@ import copy
 import pytest
 import torch
 
-from textsvae.kernels.fast_paths import fast_paths
 from textsvae.core.config import ModelConfig
 from textsvae.data.batching import make_batch
-from textsvae.model.models import TextVAE
+from textsvae.kernels.fast_paths import fast_paths
 from textsvae.kernels.optim import clip_grad_norm, sparse_embeddings
+from textsvae.model.models import TextVAE
 
 
 def _model_and_batch(seed: int = 0):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from textsvae.bench import runner as B
-from textsvae.bench.runner import RunOutcome, run_benchmark
 from textsvae.bench.grid import load_benchmark
+from textsvae.bench.runner import RunOutcome, run_benchmark
 from textsvae.core.progress import BarProgress, LineProgress, Progress, lines_only, progress
 
 REPO = Path(__file__).resolve().parents[1]

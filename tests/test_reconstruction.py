@@ -13,11 +13,11 @@ from click.testing import CliRunner
 
 from textsvae.cli import cli
 from textsvae.core.config import EvalConfig, ModelConfig, apply_overrides, preset_config
-from textsvae.model.decoding import DecodeOptions, decode
+from textsvae.evaluation.reconstruction import EXTRA_WORDS, reconstruct, recon_bleu, reconstruction_metrics, token_accuracy
 from textsvae.evaluation.scoring import evaluate_model
 from textsvae.methods import build_method
+from textsvae.model.decoding import DecodeOptions, decode
 from textsvae.model.models import TextVAE
-from textsvae.evaluation.reconstruction import EXTRA_WORDS, reconstruct, recon_bleu, reconstruction_metrics, token_accuracy
 
 REFS = ["the cat sat on the mat", "a dog ran in the park today"]
 HYPS = ["the cat sat on a mat", "a dog ran in the park"]
@@ -163,9 +163,9 @@ method = "vae"
 
 
 def test_a_benchmark_listing_recon_metrics_writes_their_rows(tmp_path, write_bench):
-    from textsvae.bench.runner import run_benchmark
     from textsvae.bench.grid import load_benchmark
     from textsvae.bench.results import load_results
+    from textsvae.bench.runner import run_benchmark
     from textsvae.reporting.tables import build_table, render
 
     bdir = write_bench(tmp_path / "b", "recon", BENCH)

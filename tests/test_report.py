@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from textsvae.reporting import page as R
+from textsvae.bench.grid import load_benchmark
+from textsvae.bench.results import load_results, write_failure
 from textsvae.bench.runner import provenance, run_benchmark
 from textsvae.cli import cli
-from textsvae.bench.grid import load_benchmark
 from textsvae.core.io import read_jsonl
+from textsvae.reporting import page as R
 from textsvae.reporting.published import REPORTED
-from textsvae.bench.results import load_results, write_failure
 
 BENCH = """
 description = "report test benchmark"

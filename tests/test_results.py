@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 
 from textsvae.bench.grid import RunSpec
+from textsvae.bench.results import load_results, write_failure, write_rows
 from textsvae.cli import cli
 from textsvae.core.config import ConfigError, preset_config
 from textsvae.evaluation.probe import fit_probe
 from textsvae.reporting.published import REPORTED
-from textsvae.bench.results import load_results, write_failure, write_rows
 from textsvae.reporting.tables import aggregate, build_table, render
 
 PROV = {"git_commit": "abc123", "version": "0.1.0", "machine": "x86_64 2 cores"}

@@ -28,11 +28,11 @@ import slurm_cluster  # noqa: E402
 from slurm_cluster import SEARCH_PATH, SlurmCluster, skip_reason  # noqa: E402
 from slurm_driver import slowed_execute_run, trained_steps  # noqa: E402
 from textsvae.bench import runner as B  # noqa: E402
-from textsvae.bench.runner import run_benchmark  # noqa: E402
 from textsvae.bench.executors import make_executor  # noqa: E402
 from textsvae.bench.executors import slurm as S  # noqa: E402
 from textsvae.bench.grid import load_benchmark  # noqa: E402
 from textsvae.bench.results import load_results  # noqa: E402
+from textsvae.bench.runner import run_benchmark  # noqa: E402
 
 # jobs unpickle this module's functions: send them by value (tests/ is not importable there)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

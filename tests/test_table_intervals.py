@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from textsvae.bench.grid import RunSpec
+from textsvae.bench.results import ResultsError
 from textsvae.cli import cli
 from textsvae.core.config import preset_config
 from textsvae.reporting.gaps import build_gap_table, build_vs_table
-from textsvae.bench.grid import RunSpec
-from textsvae.bench.results import ResultsError
 from textsvae.reporting.tables import build_table, render, t_interval
 
 QUICK = Path(__file__).resolve().parents[1] / "results" / "quick"

@@ -159,8 +159,8 @@ def test_ctrl_c_then_resume_continues_each_tracker_run(tmp_path):
 
 KILL_AT_STEP_12 = """
 import os, sys
-from textsvae.methods import REGISTRY
 from textsvae.core.config import ConfigError, apply_overrides, preset_config
+from textsvae.methods import REGISTRY
 from textsvae.training.train import train_run
 vae, calls = REGISTRY["vae"], {"n": 0}
 original = vae.train_step
@@ -338,9 +338,9 @@ method = "vae"
 """
 
 def test_bench_sends_each_run_and_its_final_evaluation(tmp_path, write_bench):
-    from textsvae.bench.runner import run_benchmark
     from textsvae.bench.grid import load_benchmark
     from textsvae.bench.results import load_results
+    from textsvae.bench.runner import run_benchmark
 
     spec = load_benchmark("trk", write_bench(tmp_path / "benchmarks", "trk", GRID))
     results = tmp_path / "results"

@@ -17,14 +17,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from textsvae.training.lr_rules import end_of_epoch
-from textsvae.kernels import device as D
-from textsvae.core import io as tio
-from textsvae.training import train as T
 from textsvae.cli import cli
+from textsvae.core import io as tio
 from textsvae.core.config import RunConfig, apply_overrides, preset_config
 from textsvae.core.io import append_jsonl, atomic_write_text, read_jsonl
+from textsvae.kernels import device as D
 from textsvae.methods import REGISTRY
+from textsvae.training import train as T
+from textsvae.training.lr_rules import end_of_epoch
 from textsvae.training.train import read_run_config, resume_run, train_run
 
 TIMING = {"seconds", "tokens_per_s"}

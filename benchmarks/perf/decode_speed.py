@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import torch
 
-    from textsvae.model.decoding import DecodeOptions
     from textsvae.core.io import atomic_write_text
+    from textsvae.model.decoding import DecodeOptions
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

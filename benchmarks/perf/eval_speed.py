@@ -34,9 +34,9 @@ def build(args):
     from textsvae.core.config import apply_overrides, preset_config
     from textsvae.data.corpus import load_corpus
     from textsvae.evaluation.run_eval import load_model, split_sentences
+    from textsvae.kernels.device import resolve_device
     from textsvae.methods import build_method
     from textsvae.model.models import TextVAE
-    from textsvae.kernels.device import resolve_device
 
     if args.run:
         model, method, config, vocab, device = load_model(args.run, args.device)

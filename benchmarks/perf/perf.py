@@ -242,9 +242,9 @@ CASES = {"matmul": case_matmul, "train": case_train, "reseed": case_reseed, "iwn
 
 def run_child(args) -> None:
     from textsvae.core.config import ConfigError
+    from textsvae.core.rundir import RunError
     from textsvae.data.corpus import CorpusError
     from textsvae.kernels.device import DeviceError
-    from textsvae.core.rundir import RunError
 
     try:
         _run_case(args)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.config import apply_overrides
-from .grid import Benchmark, RunSpec, run_id
 from ..core.io import remove_partial_writes
-from .locks import LockBusy, acquire_lock, release_lock
 from ..core.progress import lines_only, progress
+from .grid import Benchmark, RunSpec, run_id
+from .locks import LockBusy, acquire_lock, release_lock
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ def outcome_of(folder: Path) -> str:
 def execute_run(task: RunTask) -> RunOutcome:
     """Train (or resume), evaluate, probe and write the run's rows; errors mark the run failed."""
     from ..kernels.device import DeviceError
-    from .results import write_failure, write_rows
     from ..training.train import Preempted
+    from .results import write_failure, write_rows
 
     spec = task.spec
     folder = Path(task.results_dir) / spec.run_id
@@ -111,9 +111,9 @@ def rebuild_rows(folder: Path, spec: RunSpec, provenance: dict[str, Any]) -> boo
     metrics are kept only in rows.csv), so that the run is evaluated again."""
     import math
 
-    from .results import write_rows
     from ..core.rundir import read_summary
     from ..evaluation.run_eval import eval_path
+    from .results import write_rows
 
     summary = read_summary(folder)
     if spec.probe or not summary:
@@ -177,8 +177,8 @@ def _track_evaluation(folder: Path, spec: RunSpec, task: RunTask, evals: dict[st
 def _evaluate(folder: Path, spec: RunSpec) -> tuple[dict[str, dict[str, Any]], float]:
     """{split: evaluate_run metrics}, plus {'probe': ...} on test where the corpus has labels."""
     from ..data.corpus import load_corpus
-    from ..evaluation.run_eval import evaluate_loaded, load_model
     from ..evaluation.probe import PROBE_SPLITS, probe_loaded
+    from ..evaluation.run_eval import evaluate_loaded, load_model
 
     start = time.perf_counter()
     model, method, config, vocab, device = load_model(folder)   # once for every split and the probe

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import TrainConfig
-from .grid import Benchmark, RunSpec
 from ..core.io import read_jsonl
-from .locks import pid_alive, read_lock, stale_after
 from ..core.metric_registry import fixed
-from .results import outside_grid_note, read_outcome
 from ..core.rundir import has_config, read_state, read_summary
+from .grid import Benchmark, RunSpec
+from .locks import pid_alive, read_lock, stale_after
+from .results import outside_grid_note, read_outcome
 
 ORDER = ("finished", "running", "failed", "started", "stale", "missing")
 

@@ -19,10 +19,10 @@ class Group(click.Group):
     """Turns the suite's own errors into one-line messages instead of tracebacks."""
 
     def invoke(self, ctx: click.Context):
-        from ..data.corpus import CorpusError
-        from ..kernels.device import DeviceError
         from ..bench.executors import ExecutorError
         from ..core.rundir import RunError
+        from ..data.corpus import CorpusError
+        from ..kernels.device import DeviceError
         from ..training.train import TrainingDiverged
 
         try:

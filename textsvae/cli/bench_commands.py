@@ -38,9 +38,9 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
 
     Without NAME, list the benchmarks found.
     """
-    from ..bench.runner import DEFAULT_RESULTS, run_benchmark, outcome_of
     from ..bench.grid import list_benchmarks, load_benchmark
     from ..bench.results import load_results
+    from ..bench.runner import DEFAULT_RESULTS, run_benchmark, outcome_of
     from ..reporting.tables import build_table, render
 
     if not name:
@@ -103,8 +103,8 @@ def bench(name, jobs, results_dir, benchmarks_dir, threads, retry_failed, execut
 @click.option("--split", type=click.Choice(["valid", "test"]), default="test", show_default=True)
 def results(results_dir, split):
     """Load the results store (tidy rows) and print a summary."""
-    from ..bench.runner import DEFAULT_RESULTS
     from ..bench.results import load_results, summary_text
+    from ..bench.runner import DEFAULT_RESULTS
 
     df = load_results(results_dir or DEFAULT_RESULTS)
     click.echo(f"{len(df)} rows, {df.run_id.nunique()} runs in {results_dir or DEFAULT_RESULTS}")
@@ -131,11 +131,11 @@ def table(name, fmt, results_dir, benchmarks_dir, split, out, gaps, vs, ci):
     """Paper-style table of benchmark NAME: mean +- std over seeds, best cell marked, reported rows."""
     import shlex
 
-    from ..bench.runner import DEFAULT_RESULTS
-    from ..reporting.gaps import build_gap_table, build_vs_table
     from ..bench.grid import load_benchmark
-    from ..core.io import atomic_write_text
     from ..bench.results import load_results, outside_grid_note
+    from ..bench.runner import DEFAULT_RESULTS
+    from ..core.io import atomic_write_text
+    from ..reporting.gaps import build_gap_table, build_vs_table
     from ..reporting.tables import build_table, provenance_lines, render
 
     benchmark = load_benchmark(name, benchmarks_dir)
@@ -193,8 +193,8 @@ def report(name, results_dir, benchmarks_dir, split, out, ci, vs):
     """One self-contained HTML page of benchmark NAME: table, training curves, provenance, failed runs."""
     import shlex
 
-    from ..bench.runner import DEFAULT_RESULTS
     from ..bench.grid import load_benchmark
+    from ..bench.runner import DEFAULT_RESULTS
     from ..core.io import atomic_write_text
     from ..reporting.page import build_report
 

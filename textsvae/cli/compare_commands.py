@@ -36,8 +36,8 @@ def compare(a, b, bench_name, results_dir, benchmarks_dir, dataset, split, iw_sa
     from ..reporting.compare import bench_group, compare as compare_runs, format_comparison, load_scores, pair_by_seed
 
     if bench_name:
-        from ..bench.runner import DEFAULT_RESULTS
         from ..bench.grid import load_benchmark
+        from ..bench.runner import DEFAULT_RESULTS
 
         benchmark = load_benchmark(bench_name, benchmarks_dir)
         results = Path(results_dir or DEFAULT_RESULTS)

@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from .version import __version__
 from .config import ConfigError, RunConfig, without_execution_fields
 from .io import atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from .version import __version__
 
 RUN_FILES = ("config.json", "vocab.json", "spm.model", "log.jsonl", "monitor.jsonl", "last.pt", "best.pt",
              "state.json", "summary.json", "trackers.json")

@@ -82,8 +82,8 @@ def probe_loaded(model, method, config, corpus, device, seed: int = 12345) -> di
     probe_acc, probe_mi: features z ~ q(z|x) (one sample, fixed seed); probe_acc_mu, probe_mi_mu:
     features mu(x); probe_h: H(y); probe_log_k: log K.
     """
-    from .scoring import encode_ids
     from ..kernels.metrics import sample_diag_gaussian
+    from .scoring import encode_ids
 
     if model.is_lm:
         return None

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ..core.progress import progress
 from ..data.batching import bucket_batches
 from ..model.decoding import DecodeOptions, decode
-from ..core.progress import progress
 
 if TYPE_CHECKING:
     from ..model.models import TextVAE

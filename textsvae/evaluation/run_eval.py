@@ -25,12 +25,12 @@ EVAL_SPLITS = ("valid", "test")
 
 def load_model(run_dir: str | Path, device: str | torch.device | None = None):
     """Rebuild a run's best model: (model in eval mode, method, config, vocab, device)."""
+    from ..core.rundir import RunError, check_checkpoint, load_checkpoint, read_run_config
     from ..data.vocab import load_vocab
     from ..kernels.device import cpu_lstm_runs_in, resolve_device
     from ..methods import build_method
     from ..methods.context import EvalSetup
     from ..model.models import TextVAE
-    from ..core.rundir import RunError, check_checkpoint, load_checkpoint, read_run_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -146,8 +146,8 @@ def evaluate_run(run_dir: str | Path, split: str = "test", iw_samples: int | Non
     reconstruction metrics (recon_bleu, recon_acc); precision overrides the run's eval.eval_precision
     (the autocast of the evaluation), and a result in a precision other than the run's own is written to
     eval_<split>_k<K>_<precision>.json, beside the run's own evaluation."""
-    from ..kernels.device import check_cpu_precision
     from ..core.rundir import read_run_config
+    from ..kernels.device import check_cpu_precision
 
     if sentences is None and split not in EVAL_SPLITS:
         raise ConfigError(f"split must be one of {', '.join(EVAL_SPLITS)}, got '{split}'")

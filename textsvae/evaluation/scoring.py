@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 
 from ..core.config import ConfigError, EvalConfig, replace_eval
-from ..data.batching import Batch, bucket_batches, make_batch, to_device
 from ..core.metric_registry import latent_metric_names, metric_names
+from ..data.batching import Batch, bucket_batches, make_batch, to_device
 from ..kernels.metrics import (active_units, aggregate_posterior_terms, iw_log_weights, iw_nll, iw_relative_se,
                       kl_per_dimension, kl_total, mutual_information_minibatch, perplexity, standard_error)
 from ..core.progress import progress

@@ -24,8 +24,8 @@ import torch
 
 from ..core.config import ConfigError, RunConfig
 from ..data.batching import bucket_batches, make_batch
-from ..evaluation.scoring import encode_ids
 from ..evaluation.run_eval import evaluate_loaded, load_model
+from ..evaluation.scoring import encode_ids
 from .generate import (check_at_least, check_reconstruct, check_sentences, decode_options, interpolate_ids,
                        latent_frame, prior_z, reconstruct_ids, require_latent, sample_ids, split_lines, warn_unknown)
 

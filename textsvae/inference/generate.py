@@ -17,12 +17,12 @@ from typing import Any, Iterable
 import torch
 
 from ..core.config import ConfigError, EvalConfig, RunConfig
-from ..data.corpus import split_labels
-from ..data.vocab import UNK_ID, UNK_SPELLINGS
-from ..model.decoding import DecodeOptions, decode
-from ..evaluation.scoring import encode_ids
 from ..core.io import atomic_write_bytes
 from ..core.progress import progress
+from ..data.corpus import split_labels
+from ..data.vocab import UNK_ID, UNK_SPELLINGS
+from ..evaluation.scoring import encode_ids
+from ..model.decoding import DecodeOptions, decode
 
 log = logging.getLogger(__name__)
 Z_MODES = ("mean", "sample")

@@ -17,11 +17,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..kernels import sample_lstm
 from ..core.config import ModelConfig
+from ..core.decoders import decoder_kind
 from ..data.batching import Batch
 from ..data.vocab import PAD_ID
-from ..core.decoders import decoder_kind
+from ..kernels import sample_lstm
 from ..kernels.dropout import Dropout
 from ..kernels.metrics import sample_diag_gaussian
 from ..kernels.ops import autocast_off

@@ -27,9 +27,9 @@ import torch
 
 from ..core.config import ConfigError
 from ..core.metric_registry import metric
-from ..kernels.metrics import log_aggregate_posterior, log_normal_diag
-from ..evaluation.run_eval import scores_beside
 from ..core.rundir import read_config_dict
+from ..evaluation.run_eval import scores_beside
+from ..kernels.metrics import log_aggregate_posterior, log_normal_diag
 from .tables import t_interval
 
 if TYPE_CHECKING:

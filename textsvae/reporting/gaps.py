@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .published import reported_rows
 from ..bench.results import ResultsError
+from .published import reported_rows
 from .tables import Table, aggregate, rows_of_runs
 
 if TYPE_CHECKING:

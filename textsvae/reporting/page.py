@@ -16,14 +16,14 @@ from typing import Any
 
 import pandas as pd
 
-from .gaps import build_gap_table, build_vs_table
 from ..bench.grid import Benchmark, RunSpec
-from ..core.io import read_jsonl
-from .plot import curves_figure, png_bytes, without_latent
 from ..bench.results import ResultsError, load_results, read_outcome
-from ..core.rundir import read_config_dict, read_state, read_summary
-from .tables import build_table, provenance_lines, render_html_table
 from ..bench.status import RunState, grid_states
+from ..core.io import read_jsonl
+from ..core.rundir import read_config_dict, read_state, read_summary
+from .gaps import build_gap_table, build_vs_table
+from .plot import curves_figure, png_bytes, without_latent
+from .tables import build_table, provenance_lines, render_html_table
 
 CURVES = ("valid_kl", "valid_mi", "valid_au", "valid_loss")   # log.jsonl keys, one panel each
 NOT_FINISHED = ("running", "started", "stale", "missing")

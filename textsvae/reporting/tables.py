@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..core.metric_registry import best_rule, fixed, metric
 from ..bench.results import ResultsError
+from ..core.metric_registry import best_rule, fixed, metric
 
 if TYPE_CHECKING:
     from ..bench.grid import RunSpec

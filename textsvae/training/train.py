@@ -16,21 +16,21 @@ from typing import Any
 import torch
 
 from ..core.config import EXECUTION_FIELDS, RunConfig, apply_overrides
+from ..core.io import append_jsonl, remove_partial_writes
 from ..data.batching import bucket_batches, make_batch
 from ..data.corpus import Corpus, load_corpus
 from ..data.vocab import load_vocab
 from ..kernels.device import check_training_precisions, resolve_device
-from ..core.io import append_jsonl, remove_partial_writes
-from .lr_rules import LR_RULES, end_of_epoch
+from ..kernels.optim import clip_grad_norm, sparse_embeddings
 from ..methods import Method, build_method
 from ..model.models import TextVAE, count_parameters
-from ..kernels.optim import clip_grad_norm, sparse_embeddings
+from .lr_rules import LR_RULES, end_of_epoch
 from ..core.rundir import (RunError, load_checkpoint, prepare_new_run, read_run_config, refuse_existing_run,
                      truncate_log, write_config, write_state, write_summary)
+from ..trackers import RunTracking, parse_track
 from . import checkpoint
 from .run_state import EpochTotals, TrainState, seed_everything
 from .stop_signals import Preempted, StopRequest, stop_signals
-from ..trackers import RunTracking, parse_track
 from .validation import monitor, validation_metrics
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..core.config import RunConfig
-from ..data.batching import iterate_batches
 from ..core.io import append_jsonl
+from ..data.batching import iterate_batches
 from ..kernels.metrics import active_units, gaussian_kl, mutual_information
 
 if TYPE_CHECKING:
