@@ -299,13 +299,20 @@ def test_a_job_stopped_by_its_time_limit_resumes_on_the_next_bench(slurm, driver
 
 
 def test_two_drivers_on_one_results_folder_train_each_run_once(slurm, drivers, tmp_path, monkeypatch, reference):
-    """Two bench drivers started together on one results folder, one job at a time each: their jobs for
-    the first run start together and one finds the run's lock held; every step of every run is trained
-    once, and a third bench (the local engine, here) has nothing to do. The rows equal the local engine's."""
+    """Two bench drivers on one results folder, one job at a time each, the second started once the first's
+    job trains the first run (so a loaded machine cannot let one driver finish before the other starts):
+    the second finds that run's lock held; every step of every run is trained once, and a third bench
+    (the local engine, here) has nothing to do. The rows equal the local engine's."""
     bdir, expected = reference
     results, step_log = tmp_path / "results", tmp_path / "steps.log"
-    procs = [drivers(bench_cmd("grid", bdir, results, tmp_path / f"logs{i}", "--jobs", "1", slowed=(step_log, 0.1)),
-                     tmp_path / f"bench{i}") for i in (0, 1)]
+
+    def driver(i: int) -> subprocess.Popen:   # 1 s a step: a run lasts 12 s, longer than a driver takes to start
+        return drivers(bench_cmd("grid", bdir, results, tmp_path / f"logs{i}", "--jobs", "1", slowed=(step_log, 1.0)),
+                       tmp_path / f"bench{i}")
+
+    first = driver(0)
+    wait_for(lambda: step_log.exists() and step_log.read_text().strip(), "the first driver's job to train")
+    procs = [first, driver(1)]
     errs = [finish(proc, tmp_path / f"bench{i}")[1] for i, proc in enumerate(procs)]
     assert_trained_once(step_log, list(expected.run_id.unique()), attempts=1)
     assert "is held by process" in "".join(errs)        # the two drivers did meet on a run

@@ -3,7 +3,7 @@
 A row is one run x split x metric: run id, benchmark, dataset, decoder, method, parameters,
 seed, split, metric, value, and what the value depends on (IW samples, MI set size, AU
 threshold, epochs and steps trained, seconds, tokens/s, device, machine, git commit, version,
-date). Each run folder holds its `rows.csv` (written atomically) and `bench.json` (status).
+date). Each run folder holds its `rows.csv` (written atomically) and `bench.json` (its outcome).
 """
 from __future__ import annotations
 

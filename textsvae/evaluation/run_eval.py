@@ -1,6 +1,6 @@
 """Evaluate a run folder: rebuild its best model, read a split as in training, score it with
-`evaluation.evaluate_scored` and save RUN_DIR/eval_<split>_k<K>.json, with its per-sentence scores
-beside it in RUN_DIR/scores_<split>_k<K>.parquet (columns: `evaluation.sentence_columns` plus text_hash)."""
+`scoring.evaluate_scored` and save RUN_DIR/eval_<split>_k<K>.json, with its per-sentence scores
+beside it in RUN_DIR/scores_<split>_k<K>.parquet (columns: `scoring.sentence_columns` plus text_hash)."""
 from __future__ import annotations
 
 import logging
