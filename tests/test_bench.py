@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import time
 import operator
+import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -458,3 +458,17 @@ def test_the_commit_comes_from_the_environment_the_checkout_or_nowhere(tmp_path,
                          env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "''"
+
+
+def test_the_machine_of_a_row_names_its_cpu_as_lscpu_does():
+    """Rows say which CPU made them (float results differ between CPUs); lscpu, another reader of the
+    same facts, is the oracle."""
+    import shutil
+
+    if shutil.which("lscpu") is None:
+        pytest.skip("no lscpu here")
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"}).stdout
+    names = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name:")]
+    if not names:
+        pytest.skip("lscpu names no CPU model here")
+    assert B.provenance()["machine"].endswith(f" cores, {names[0]}")

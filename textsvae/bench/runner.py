@@ -230,6 +230,22 @@ def checkout_commit() -> str:
     return commit + "-dirty" if commit and dirty else commit
 
 
+def cpu_model() -> str:
+    """The CPU's name ("AMD EPYC", "Intel(R) Xeon(R) Platinum 8480+"): the first "model name" of
+    /proc/cpuinfo on Linux, else platform.processor(); "" where neither says. Float results can differ
+    between CPUs (their kernels round differently), so a row says which one made it."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor().strip()
+
+
 def provenance() -> dict[str, Any]:
     """What a number depends on besides its config: code version, machine, date."""
     import platform
@@ -238,7 +254,8 @@ def provenance() -> dict[str, Any]:
 
     from .executors import available_cores
 
-    machine = f"{platform.machine()} {available_cores()} cores"
+    model = cpu_model()
+    machine = f"{platform.machine()} {available_cores()} cores" + (f", {model}" if model else "")
     try:
         import torch
 
