@@ -128,6 +128,10 @@ def test_bad_benchmarks_give_one_line_errors(tmp_path, write_bench):
     write_bench(bdir, "badfield", GRID.replace("max_steps = 2", "max_stepz = 2"))
     with pytest.raises(BenchmarkError, match="unknown setting 'max_stepz'"):
         load_benchmark("badfield", bdir)
+    for value in ('"iw_nll"', '[{ name = "kl" }]'):
+        write_bench(bdir, "badmetrics", f"metrics = {value}\n" + GRID)
+        with pytest.raises(BenchmarkError, match="metrics must be a list of metric names"):
+            load_benchmark("badmetrics", bdir)
     for bad in ("0", "-2", "two"):
         with pytest.raises(ConfigError, match="--jobs"):
             parse_jobs(bad, 4, gpu=False)

@@ -170,7 +170,11 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
     methods = raw.get("methods") or [{"method": "vae"}]
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise BenchmarkError(f"{path.name}: seeds must be a list of integers")
-    metrics = tuple(raw.get("metrics", DEFAULT_METRICS))
+    metrics = raw.get("metrics", DEFAULT_METRICS)
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise BenchmarkError(f"{path.name}: metrics must be a list of metric names, got {metrics!r}")
+    metrics = tuple(metrics)
+    options = opt_ins_for(list(metrics))   # the evaluation options its metrics switch on (recon, mi_batch)
     runs: list[RunSpec] = []
     ids: set[str] = set()
     for ds in datasets:
@@ -191,8 +195,7 @@ def load_benchmark(name: str, extra: str | Path | None = None) -> Benchmark:
                                params=params, seed=seed, config=config,
                                eval_splits=tuple(raw.get("eval_splits", ["test"])),
                                probe=bool(raw.get("probe", False)),
-                               recon="recon" in opt_ins_for(metrics),
-                               mi_batch="mi_batch" in opt_ins_for(metrics))
+                               recon="recon" in options, mi_batch="mi_batch" in options)
                 if spec.run_id not in ids:  # the same config listed twice runs once
                     ids.add(spec.run_id)
                     runs.append(spec)

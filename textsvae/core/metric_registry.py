@@ -105,7 +105,7 @@ def metric_lines(result: dict) -> list[str]:
         if name not in result:
             continue
         value = result[name]
-        text = "-" if value is None else fixed(float(value), 0 if m.count and float(value).is_integer() else m.digits)
+        text = "-" if value is None else fixed(float(value), m.digits_for(value, 1))
         cells, settings = lines.setdefault(m.line, ([], {}))
         cells.append(f"{name} {text}")
         settings.update({k: result.get(k) for k in m.depends_on if k not in shown and result.get(k) is not None})

@@ -23,6 +23,7 @@ def claim(registry: dict[str, T], name: str, entry: T, kind: str, error: type[Ex
 
 def import_modules(package: str, folders: Iterable[str], skip: Iterable[str] = ()) -> None:
     """Import every module of `package` (its `__path__`, `folders`) except `skip`: each registers itself."""
+    skip = set(skip)
     for info in pkgutil.iter_modules(list(folders)):
-        if info.name not in set(skip):
+        if info.name not in skip:
             importlib.import_module(f"{package}.{info.name}")
